@@ -1,0 +1,173 @@
+"""The ``boxoffice`` command: run the whole system locally, import catalogues, run workers."""
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+
+from infra.adapters.settings import Settings
+from infra.runtime import stack
+from infra.runtime.logs import configure_logging
+
+app = typer.Typer(
+    help="Boxoffice: an event-sourced movie ticket booking system.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+logger = logging.getLogger(__name__)
+
+DataDir = Annotated[
+    Path,
+    typer.Option(help="Folder for the embedded services' data, logs and URLs."),
+]
+
+
+@app.command()
+def up(
+    data_dir: DataDir = Path(".boxoffice"),
+    port: Annotated[int, typer.Option(help="API port on 127.0.0.1.")] = 8000,
+    catalog: Annotated[
+        Path | None,
+        typer.Option(help="Catalogue JSON to import when the event store is empty."),
+    ] = None,
+) -> None:
+    """Start the whole system locally and run it until Ctrl-C."""
+    configure_logging(
+        data_dir / "logs" / "boxoffice.log", console_level=logging.WARNING
+    )
+    os.environ["BOXOFFICE_API_PORT"] = str(port)
+    local = stack.LocalStack(Settings(), data_dir.resolve(), console)
+
+    stopping = False
+
+    def request_stop(signum: int, _: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    try:
+        local.start(catalog)
+        while not stopping:
+            local.supervisor.check()
+            time.sleep(0.5)
+    finally:
+        console.print("Stopping Boxoffice ...")
+        local.stop()
+        console.print("Stopped.")
+
+
+@app.command("import-movies")
+def import_movies(
+    path: Annotated[Path, typer.Argument(help="Catalogue file: a JSON list of films.")],
+    data_dir: DataDir = Path(".boxoffice"),
+) -> None:
+    """Import a catalogue file, reporting every rejected record with its index."""
+    configure_logging(None, console_level=logging.WARNING)
+    with stack.event_store_url(Settings(), data_dir.resolve()) as url:
+        try:
+            report = stack.import_catalog(url, path)
+        except stack.CatalogFileError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from error
+
+    for rejected in report.rejected:
+        console.print(f"rejected record {rejected.index}: {rejected.reason}")
+    console.print(
+        f"{report.registered} movies registered, {report.revised} revised, "
+        f"{report.unchanged} unchanged, {len(report.rejected)} records rejected"
+    )
+
+
+@app.command("schedule")
+def schedule(
+    movie_id: Annotated[str, typer.Option(help="Movie id (UUID) from GET /movies.")],
+    auditorium: Annotated[str, typer.Option(help="hall-1, hall-2 or studio-3.")],
+    starts_at: Annotated[
+        str, typer.Option(help="Start with time zone, e.g. 2026-12-24T19:30:00+00:00.")
+    ],
+    data_dir: DataDir = Path(".boxoffice"),
+) -> None:
+    """Schedule one showtime and print its id."""
+    configure_logging(None, console_level=logging.WARNING)
+    try:
+        start = datetime.fromisoformat(starts_at)
+        showtime_id = stack.schedule_one(
+            Settings(), data_dir.resolve(), movie_id, auditorium, start
+        )
+    except ValueError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from error
+    print(showtime_id)
+
+
+@app.command("schedule-demo")
+def schedule_demo(
+    data_dir: DataDir = Path(".boxoffice"),
+    first_day: Annotated[
+        str | None, typer.Option(help="First day, YYYY-MM-DD; default tomorrow.")
+    ] = None,
+) -> None:
+    """Schedule a demo week of showtimes for the most voted films in the store."""
+    configure_logging(None, console_level=logging.WARNING)
+    settings = Settings()
+    zone = ZoneInfo(settings.TIMEZONE)
+    day = date.fromisoformat(first_day) if first_day else tomorrow(zone)
+    with stack.event_store_url(settings, data_dir.resolve()) as url:
+        count = stack.schedule_demo(url, day, zone)
+    console.print(f"{count} showtimes scheduled from {day}")
+
+
+@app.command()
+def init() -> None:
+    """Create the event store tables, the Kafka topics and the MongoDB indexes."""
+    configure_logging(None, console_level=logging.INFO)
+    stack.initialise(Settings())
+    console.print("Tables, topics and indexes are ready.")
+
+
+@app.command("worker", hidden=True)
+def worker(
+    name: Annotated[str, typer.Argument(help="processor, relay or projector")],
+) -> None:
+    """Run one worker until SIGINT or SIGTERM."""
+    from infra.runtime.workers import WORKERS, run_worker
+
+    if name not in WORKERS:
+        console.print(
+            f"[red]error:[/red] unknown worker {name!r}; use one of {sorted(WORKERS)}"
+        )
+        raise typer.Exit(2)
+    configure_logging(None, console_level=logging.INFO)
+    run_worker(name, Settings())
+
+
+@app.command("urls", hidden=True)
+def urls(data_dir: DataDir = Path(".boxoffice")) -> None:
+    """Print the service URLs of the stack running on ``data_dir``."""
+    print(json.dumps(stack.read_urls(data_dir.resolve()), indent=2))
+
+
+def tomorrow(zone: ZoneInfo) -> date:
+    """Return tomorrow's date in the cinema's time zone."""
+    return datetime.now(zone).date() + timedelta(days=1)
+
+
+def main() -> None:
+    """Entry point for ``python -m infra.runtime.cli``."""
+    app()
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()

@@ -1,0 +1,25 @@
+"""The writes that one batch of events makes to the read models."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pymongo import UpdateOne
+
+
+@dataclass
+class BatchWrites:
+    """MongoDB updates per collection, and which views to refresh in Redis after."""
+
+    updates: dict[str, list[UpdateOne]] = field(default_factory=dict)
+    showtimes: set[str] = field(default_factory=set)
+    bookings: set[str] = field(default_factory=set)
+    movies: set[str] = field(default_factory=set)
+
+    def update(self, collection: str, doc_id: str, update: dict[str, Any]) -> None:
+        """Queue an update of one document, creating it when it is missing."""
+        operation = UpdateOne({"_id": doc_id}, update, upsert=True)
+        self.updates.setdefault(collection, []).append(operation)
+
+    def is_empty(self) -> bool:
+        """Return whether the batch changes nothing."""
+        return not any(self.updates.values())
