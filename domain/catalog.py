@@ -92,7 +92,10 @@ def parse_count(value: object, maximum: int) -> int | None:
     """Return a positive whole number up to ``maximum``, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value) or value != int(value) or not 0 < value <= maximum:
+    # Compare before converting: an int past the float range would overflow.
+    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+        return None
+    if not 0 < value <= maximum:
         return None
     return int(value)
 
@@ -101,7 +104,9 @@ def parse_rating(value: object) -> float | None:
     """Return a rating on the 0 to 10 scale, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    if not math.isfinite(value) or not 0 <= value <= 10:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if not 0 <= value <= 10:
         return None
     return float(value)
 

@@ -54,6 +54,9 @@ def decode_command(data: bytes | None) -> Command:
         body = json.loads(data or b"", parse_constant=reject_constant)
     except (ValueError, UnicodeDecodeError) as error:
         raise CommandDecodeError(f"record is not valid JSON: {error}") from error
+    except RecursionError as error:
+        msg = "record nests JSON arrays or objects too deeply"
+        raise CommandDecodeError(msg) from error
     if not isinstance(body, dict):
         raise CommandDecodeError(
             f"record is a JSON {type(body).__name__}, not an object"
@@ -95,6 +98,9 @@ def check_field_types(command: Command) -> None:
             raise CommandDecodeError(
                 f"payment_method {command.payment_method!r} is not text"
             )
+        key = command.idempotency_key
+        if key is not None and not isinstance(key, str):
+            raise CommandDecodeError(f"idempotency_key {key!r} is not text or null")
 
 
 def is_uuid(value: str) -> bool:

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from enum import Enum
 
-SEAT_ID = re.compile(r"^(?P<row>[A-Z]{1,2})(?P<number>[1-9][0-9]{0,2})$")
-LAYOUT = re.compile(r"^[sw.|]+$")
-ROW_LABEL = re.compile(r"^[A-Z]{1,2}$")
+SEAT_ID = re.compile(r"(?P<row>[A-Z]{1,2})(?P<number>[1-9][0-9]{0,2})")
+LAYOUT = re.compile(r"[sw.|]+")
+ROW_LABEL = re.compile(r"[A-Z]{1,2}")
 
 
 class SeatKind(str, Enum):
@@ -95,9 +95,9 @@ def check_layout(rows: tuple[tuple[str, str], ...]) -> None:
         raise ValueError(f"row labels repeat: {labels}")
 
     for label, layout in rows:
-        if not ROW_LABEL.match(label):
+        if not ROW_LABEL.fullmatch(label):
             raise ValueError(f"row label {label!r} is not one or two capital letters")
-        if not LAYOUT.match(layout) or not set(layout) & {"s", "w"}:
+        if not LAYOUT.fullmatch(layout) or not set(layout) & {"s", "w"}:
             msg = f"row {label} layout {layout!r} needs seats ('s' or 'w') and only s w . |"
             raise ValueError(msg)
 
@@ -135,8 +135,8 @@ def seat_id_problem(
     seen: set[str],
 ) -> str | None:
     """Return why one requested seat id cannot be booked, or None when it can."""
-    if not SEAT_ID.match(seat_id):
-        if SEAT_ID.match(seat_id.strip().upper()):
+    if not SEAT_ID.fullmatch(seat_id):
+        if SEAT_ID.fullmatch(seat_id.strip().upper()):
             return "invalid seat id: write it in capitals with no spaces, e.g. A1"
         return "invalid seat id: expected a row letter and a seat number, e.g. A1"
     if seat_id in seen:

@@ -1,0 +1,176 @@
+"""The relay and the projector on real Kafka, PostgreSQL, MongoDB and Redis."""
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from commands.processor import CommandProcessor
+from commands.relay import EventRelay
+from infra.adapters import cache, kafka, mongo
+from infra.adapters.settings import Settings
+from projections.projector import ProjectorRunner
+from projections.views import BOOKINGS, MOVIES, SHOWTIMES
+from tests.integration.helpers import (
+    booking,
+    eventually,
+    prepare_store,
+    read_topic,
+    running,
+    schedule_showtime,
+    send_commands,
+    send_raw,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def find(settings: Settings, collection: str, doc_id: str) -> dict[str, Any] | None:
+    """Return one read-model document."""
+    db = mongo.database(settings)
+    try:
+        return db[collection].find_one({"_id": doc_id})
+    finally:
+        db.client.close()
+
+
+def cached(settings: Settings, key: str) -> Any:
+    """Return the decoded JSON stored at a Redis key, or None."""
+    client = redis.Redis.from_url(settings.require("REDIS_URL"))
+    try:
+        value = client.get(key)
+    finally:
+        client.close()
+    return json.loads(value) if value else None
+
+
+async def wait_for_booking(settings: Settings, booking_id: str) -> dict[str, Any]:
+    """Wait until the booking's outcome is in the read model."""
+    return await eventually(lambda: find(settings, BOOKINGS, booking_id))
+
+
+class TestProjector:
+    async def test_bookings_reach_mongo_and_redis(self, settings: Settings) -> None:
+        await asyncio.to_thread(prepare_store, settings)
+        showtime_id = await asyncio.to_thread(schedule_showtime, settings)
+        winner = booking(showtime_id, "A1", "A2")
+        loser = booking(showtime_id, "A2", "A3")
+        keys = cache.Keys(settings.redis_prefix)
+
+        workers = CommandProcessor(settings), EventRelay(settings), ProjectorRunner(settings)
+        async with running(*workers):
+            await send_commands(settings, [winner, loser])
+            rejected = await wait_for_booking(settings, loser.booking_id)
+            confirmed = await wait_for_booking(settings, winner.booking_id)
+
+        assert confirmed["status"] == "confirmed"
+        assert rejected["status"] == "rejected"
+        assert rejected["rejectedSeats"] == ["A2"]
+        assert rejected["seats"] == ["A2", "A3"]
+        showtime = find(settings, SHOWTIMES, showtime_id)
+        assert showtime is not None
+        assert showtime["sold"] == {"A1": winner.booking_id, "A2": winner.booking_id}
+        seat_map = cached(settings, keys.seat_map(showtime_id))
+        states = {p["seat"]: p["state"] for row in seat_map["rows"] for p in row["positions"]}
+        assert states["A1"] == "sold"
+        assert states["A3"] == "free"
+        assert seat_map["available"] == showtime["capacity"] - 2
+        ticket = cached(settings, keys.ticket(loser.booking_id))
+        assert ticket["status"] == "rejected"
+        movie = find(settings, MOVIES, showtime["movieId"])
+        assert movie is not None
+        assert movie["title"] == "The Matrix"
+
+    async def test_redelivered_events_apply_once(self, settings: Settings) -> None:
+        await asyncio.to_thread(prepare_store, settings)
+        showtime_id = await asyncio.to_thread(schedule_showtime, settings)
+        first = booking(showtime_id, "B1")
+
+        async with running(CommandProcessor(settings), EventRelay(settings)):
+            await send_commands(settings, [first])
+            published = await eventually(lambda: events_published(settings, 3))
+        # Deliver every published event a second time, then cancel and project.
+        await send_raw(
+            settings,
+            kafka.EVENTS_TOPIC,
+            showtime_id.encode(),
+            [r.value for r in published],
+        )
+        async with running(ProjectorRunner(settings)):
+            doc = await wait_for_booking(settings, first.booking_id)
+            await asyncio.sleep(1)
+
+        assert doc["status"] == "confirmed"
+        showtime = find(settings, SHOWTIMES, showtime_id)
+        assert showtime is not None
+        assert showtime["version"] == 2
+        assert showtime["sold"] == {"B1": first.booking_id}
+
+    async def test_missed_events_are_read_from_store(self, settings: Settings) -> None:
+        await asyncio.to_thread(prepare_store, settings)
+        showtime_id = await asyncio.to_thread(schedule_showtime, settings)
+        commands = [booking(showtime_id, f"C{n}") for n in range(1, 4)]
+
+        async with running(CommandProcessor(settings), EventRelay(settings)):
+            await send_commands(settings, commands)
+            published = await eventually(lambda: events_published(settings, 5))
+        showtime_events = [
+            r for r in published if json.loads(r.value)["originatorId"] == showtime_id
+        ]
+        # Only the last showtime event reaches a fresh namespace's projector.
+        last = showtime_events[-1]
+        fresh = settings.model_copy(update={"NAMESPACE": settings.NAMESPACE + "x"})
+        await asyncio.to_thread(prepare_store, fresh)
+        await send_raw(fresh, kafka.EVENTS_TOPIC, showtime_id.encode(), [last.value])
+        async with running(ProjectorRunner(fresh)):
+            doc = await eventually(
+                lambda: (find(fresh, SHOWTIMES, showtime_id) or {}).get("version") == 4
+            )
+
+        assert doc
+        showtime = find(fresh, SHOWTIMES, showtime_id)
+        assert showtime is not None
+        assert sorted(showtime["sold"]) == ["C1", "C2", "C3"]
+
+    async def test_poison_events_are_passed_over(self, settings: Settings) -> None:
+        await asyncio.to_thread(prepare_store, settings)
+        showtime_id = await asyncio.to_thread(schedule_showtime, settings)
+        key = showtime_id.encode()
+        poison = [
+            b"{not json",
+            json.dumps({"topic": "nowhere:Nothing", "originatorId": showtime_id}).encode(),
+            json.dumps(
+                {
+                    "topic": "domain.showtime:Showtime.SeatsBooked",
+                    "originatorId": "not-a-uuid",
+                    "originatorVersion": 2,
+                    "state": {},
+                }
+            ).encode(),
+        ]
+        command = booking(showtime_id, "D1")
+
+        async with running(ProjectorRunner(settings)):
+            await send_raw(settings, kafka.EVENTS_TOPIC, key, poison)
+            async with running(CommandProcessor(settings), EventRelay(settings)):
+                await send_commands(settings, [command])
+                doc = await wait_for_booking(settings, command.booking_id)
+            dead = await eventually(lambda: dead_letters(settings, len(poison)))
+
+        assert doc["status"] == "confirmed"
+        assert len(dead) == 3
+        assert all(json.loads(r.value)["reason"] for r in dead)
+
+
+def events_published(settings: Settings, count: int) -> list[Any] | None:
+    """Return the records of the events topic once there are at least ``count``."""
+    records = asyncio.run(read_topic(settings, kafka.EVENTS_TOPIC))
+    return records if len(records) >= count else None
+
+
+def dead_letters(settings: Settings, count: int) -> list[Any] | None:
+    """Return the events' dead letters once there are at least ``count``."""
+    records = asyncio.run(read_topic(settings, kafka.EVENTS_DEAD_LETTER_TOPIC))
+    return records if len(records) >= count else None
