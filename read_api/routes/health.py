@@ -1,0 +1,61 @@
+"""The health check that load balancers and operators call."""
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.responses import JSONResponse
+
+from read_api.body import Health
+from read_api.deps import Resources, ResourcesDep
+from read_api.json_body import StrictJSONRoute
+
+logger = logging.getLogger(__name__)
+
+# Each dependency must respond to its ping within this many seconds.
+PING_TIMEOUT_S = 1.0
+
+router = APIRouter(route_class=StrictJSONRoute, tags=["health"])
+
+
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "A dependency failed"}},
+)
+async def health(resources: ResourcesDep) -> JSONResponse:
+    """Ping Redis and MongoDB, with a 503 response naming each one that failed."""
+    checks = {
+        "redis": await ping("redis", ping_redis(resources)),
+        "mongodb": await ping("mongodb", ping_mongodb(resources)),
+    }
+    healthy = all(state == "ok" for state in checks.values())
+    report = Health(status="ok" if healthy else "unavailable", checks=checks)
+    return JSONResponse(report.model_dump(), status_code=200 if healthy else 503)
+
+
+async def ping_redis(resources: Resources) -> None:
+    """Send PING to Redis."""
+    await resources.redis.ping()
+
+
+async def ping_mongodb(resources: Resources) -> None:
+    """Run MongoDB's ping command."""
+    await resources.db.command("ping")
+
+
+async def ping(name: str, call: Coroutine[Any, Any, None]) -> str:
+    """Await one ping with a timeout, returning "ok" or what went wrong."""
+    try:
+        await asyncio.wait_for(call, PING_TIMEOUT_S)
+    except TimeoutError:
+        logger.warning(
+            "health check: %s did not respond within %s s", name, PING_TIMEOUT_S
+        )
+        return f"timed out after {PING_TIMEOUT_S} s"
+    except Exception as error:
+        logger.warning("health check: %s failed: %r", name, error)
+        return f"failed: {type(error).__name__}"
+    return "ok"

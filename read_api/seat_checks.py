@@ -1,0 +1,69 @@
+"""Checks of the seat lists in a booking request, against the limit and the seat map."""
+
+from collections import Counter, deque
+
+from fastapi.exceptions import RequestValidationError
+
+from domain.seating import SeatProblem, find_seat_problems
+from read_api.body import BookTicketsBody
+from read_api.deps import ScheduledShowtime
+from read_api.errors import validation_error
+
+
+def check_seat_count(body: BookTicketsBody, max_seats: int) -> None:
+    """Raise a 422 error unless the request names 1 to ``max_seats`` distinct ids."""
+    count = len(set(body.seats) | set(body.wheelchair_spaces))
+    if count == 0:
+        msg = "a booking needs at least one seat or wheelchair space"
+        raise validation_error(("body", "seats"), msg, body.seats, "too_short")
+    if count > max_seats:
+        msg = f"{count} seats requested, at most {max_seats} allowed in one booking"
+        raise validation_error(("body", "seats"), msg, body.seats, "too_long")
+
+
+def check_seats_on_map(showtime: ScheduledShowtime, body: BookTicketsBody) -> None:
+    """Raise a 422 error with one entry per seat id this showtime cannot sell."""
+    problems = find_seat_problems(showtime.seat_map, body.seats, body.wheelchair_spaces)
+    if problems:
+        raise RequestValidationError(locate_seat_problems(body, problems))
+
+
+def locate_seat_problems(
+    body: BookTicketsBody, problems: list[SeatProblem]
+) -> list[dict[str, object]]:
+    """Pair each seat problem with the list entry it is about.
+
+    ``find_seat_problems`` returns problems in request order, and names only the
+    seat id. Every repeat of an id has a problem, because it is malformed or a
+    duplicate. The first occurrence has one only when the id is bad on its own,
+    and that is the case exactly when the id has as many problems as occurrences.
+    """
+    entries = [("seats", index, seat) for index, seat in enumerate(body.seats)]
+    entries += [
+        ("wheelchairSpaces", index, seat)
+        for index, seat in enumerate(body.wheelchair_spaces)
+    ]
+    occurrences = Counter(seat for _, _, seat in entries)
+    reasons: dict[str, deque[str]] = {}
+    for problem in problems:
+        reasons.setdefault(problem.seat_id, deque()).append(problem.reason)
+
+    located: list[dict[str, object]] = []
+    seen: set[str] = set()
+    for field, index, seat in entries:
+        first = seat not in seen
+        seen.add(seat)
+        seat_reasons = reasons.get(seat)
+        if not seat_reasons:
+            continue
+        if first and len(seat_reasons) < occurrences[seat]:
+            continue
+        located.append(
+            {
+                "loc": ("body", field, index),
+                "msg": seat_reasons.popleft(),
+                "type": "seat_invalid",
+                "input": seat,
+            }
+        )
+    return located
