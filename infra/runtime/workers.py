@@ -30,7 +30,12 @@ async def run_until_signalled(run: Callable[[asyncio.Event], Awaitable[None]]) -
 
 def run_worker(name: str, settings: Settings) -> None:
     """Build the named worker and run it until it is signalled to stop."""
-    worker = WORKERS[name](settings)
+
+    async def main() -> None:
+        # aiokafka clients must be built inside the running event loop.
+        worker = WORKERS[name](settings)
+        await run_until_signalled(worker.run)  # type: ignore[attr-defined]
+
     logger.info("starting worker %s", name)
-    asyncio.run(run_until_signalled(worker.run))  # type: ignore[attr-defined]
+    asyncio.run(main())
     logger.info("worker %s exited", name)
