@@ -81,8 +81,10 @@ class BookingDecider(EventSourcedProjection[UUID]):
             if handle(showtime, command, self.max_seats):
                 changed[command.showtime_id] = showtime
 
-        if self.debug_delay_ms:
+        if self.debug_delay_ms and batch.commands:
+            logger.warning("sleeping %s ms inside a batch (test hook)", self.debug_delay_ms)
             time.sleep(self.debug_delay_ms / 1000)
+            self.debug_delay_ms = 0
         processing_event.collect_events(*changed.values())
 
     def load_showtime(self, showtime_id: str) -> Showtime | None:

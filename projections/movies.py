@@ -3,7 +3,7 @@
 from typing import Any
 
 from domain.movie import Movie
-from projections.views import MOVIES
+from projections.views import MOVIES, SHOWTIMES
 from projections.writes import BatchWrites
 
 # Event field names (snake_case) to document field names (camelCase).
@@ -41,3 +41,8 @@ class MovieProjection:
         fields["version"] = event.originator_version
         writes.update(MOVIES, movie_id, {"$set": fields})
         writes.movies.add(movie_id)
+
+        # Showtimes carry the title; one may have been projected before its movie,
+        # because movie and showtime events travel in different partitions.
+        title = {"$set": {"movieTitle": fields.get("title")}}
+        writes.update_many(SHOWTIMES, {"movieId": movie_id}, title)

@@ -191,7 +191,7 @@ class Projector:
             )
         if writes.movies:
             pipe.incr(self.keys.generation(MOVIES))
-        if writes.showtimes:
+        if writes.showtimes or writes.movies:
             pipe.incr(self.keys.generation(SHOWTIMES))
         pipe.execute()
 

@@ -3,14 +3,14 @@
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymongo import UpdateOne
+from pymongo import UpdateMany, UpdateOne
 
 
 @dataclass
 class BatchWrites:
     """MongoDB updates per collection, and which views to refresh in Redis after."""
 
-    updates: dict[str, list[UpdateOne]] = field(default_factory=dict)
+    updates: dict[str, list[UpdateOne | UpdateMany]] = field(default_factory=dict)
     showtimes: set[str] = field(default_factory=set)
     bookings: set[str] = field(default_factory=set)
     movies: set[str] = field(default_factory=set)
@@ -19,6 +19,12 @@ class BatchWrites:
         """Queue an update of one document, creating it when it is missing."""
         operation = UpdateOne({"_id": doc_id}, update, upsert=True)
         self.updates.setdefault(collection, []).append(operation)
+
+    def update_many(
+        self, collection: str, selector: dict[str, Any], update: dict[str, Any]
+    ) -> None:
+        """Queue an update of every document that ``selector`` matches."""
+        self.updates.setdefault(collection, []).append(UpdateMany(selector, update))
 
     def is_empty(self) -> bool:
         """Return whether the batch changes nothing."""

@@ -51,8 +51,9 @@ class Settings(BaseSettings):
     PENDING_TICKET_TTL_S: int = Field(default=86_400, ge=60)
     IDEMPOTENCY_TTL_S: int = Field(default=86_400, ge=60)
 
-    # Test hook: sleep this long inside each batch decision, to push a processor
-    # past max_poll_interval_ms in rebalance tests. Zero in every real deployment.
+    # Test hook: sleep this long inside the first batch decision of the process, to
+    # push a processor past max_poll_interval_ms in rebalance tests. Zero in every
+    # real deployment.
     PROCESSOR_DEBUG_DELAY_MS: int = Field(default=0, ge=0)
 
     def topic(self, name: str) -> str:

@@ -60,7 +60,9 @@ class LocalStack:
         ):
             env, self.services = embedded.start_missing(self.settings, self.data_dir)
         for service in self.services:
-            self.console.print(f"  embedded {service.name}: {service.url}")
+            self.console.print(
+                f"  embedded {service.name}: {service.url}", soft_wrap=True
+            )
         settings = Settings(**{k.removeprefix("BOXOFFICE_"): v for k, v in env.items()})
         write_urls(self.data_dir, env)
 
@@ -128,6 +130,7 @@ class LocalStack:
         body = json.dumps(
             {"showtimeId": showtime_id, "seats": ["A1"], "paymentMethod": "card"}
         )
+        # soft_wrap keeps the curl line whole, so it can be copied.
         self.console.print(
             f"\n[bold green]Boxoffice is running[/bold green] at {api}\n"
             f"  API docs:   {api}/docs\n"
@@ -138,7 +141,8 @@ class LocalStack:
             "Book a seat and wait up to 5 s for the outcome:\n"
             f"  curl -s -X POST '{api}/book-tickets?wait=5000' "
             f"-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{body}'\n\n"
-            "Press Ctrl-C to stop."
+            "Press Ctrl-C to stop.",
+            soft_wrap=True,
         )
 
     def stop(self) -> None:

@@ -36,8 +36,10 @@ class Stack:
     api: str = ""
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start(self, name: str) -> None:
-        """Start one process by name: a worker or ``api``."""
+    def start(
+        self, name: str, worker: str | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """Start a process: ``api``, or a worker named ``name`` (or ``worker``)."""
         if name == "api":
             port = free_port()
             self.api = f"http://127.0.0.1:{port}"
@@ -46,11 +48,16 @@ class Stack:
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
             ]  # fmt: skip
         else:
-            command = [sys.executable, "-m", "infra.runtime.cli", "worker", name]
+            worker = worker or name
+            command = [sys.executable, "-m", "infra.runtime.cli", "worker", worker]
         log = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            command, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
         )
+
+    def send_signal(self, name: str, signum: int) -> None:
+        """Send ``signum`` to a running process."""
+        self.processes[name].send_signal(signum)
 
     def stop(self, name: str, signum: int = signal.SIGTERM) -> None:
         """Stop one process with ``signum`` and wait for it."""

@@ -64,7 +64,12 @@ class TestProjector:
             await send_commands(settings, [winner, loser])
             rejected = await wait_for_booking(settings, loser.booking_id)
             confirmed = await wait_for_booking(settings, winner.booking_id)
+            # Movie and showtime events travel in different partitions, in any order.
+            titled = await eventually(
+                lambda: (find(settings, SHOWTIMES, showtime_id) or {}).get("movieTitle")
+            )
 
+        assert titled == "The Matrix"
         assert confirmed["status"] == "confirmed"
         assert rejected["status"] == "rejected"
         assert rejected["rejectedSeats"] == ["A2"]
