@@ -42,7 +42,7 @@ class Catalog(Application):
     name = "boxoffice"
 
     def import_feed(self, records: list[object]) -> ImportReport:
-        """Register new films and revise changed ones, reporting every rejected record."""
+        """Register new films and revise changed ones; report every rejected record."""
         details, rejected = parse_feed(records)
         report = ImportReport(rejected=rejected)
         pending: list[Movie] = []
@@ -74,7 +74,7 @@ class Catalog(Application):
         aggregate_id = movie_id(details.title, fields["release_date"])
         report.movies.append((aggregate_id, details))
         try:
-            existing = self.repository.get(aggregate_id)
+            existing: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             report.registered += 1
             return Movie(details=fields)

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class CommandBatch:
-    """Commands read from one partition, in offset order, and the offsets they came from."""
+    """Commands from one partition with their offsets, in offset order."""
 
     commands: list[tuple[int, Command]]
     unknown_showtimes: list[tuple[int, Command]] = field(default_factory=list)
@@ -48,7 +48,7 @@ class BookingDecider(EventSourcedProjection[UUID]):
         self.showtimes: dict[str, Showtime] = {}
 
     def decide(self, tracking_name: str, batch: CommandBatch, last_offset: int) -> None:
-        """Decide a batch and store its events with ``last_offset`` under ``tracking_name``.
+        """Decide a batch; store its events with ``last_offset`` as ``tracking_name``.
 
         Raises the store's IntegrityError when that position is already stored (the
         batch was decided before) or a showtime changed under us (another member
@@ -82,7 +82,9 @@ class BookingDecider(EventSourcedProjection[UUID]):
                 changed[command.showtime_id] = showtime
 
         if self.debug_delay_ms and batch.commands:
-            logger.warning("sleeping %s ms inside a batch (test hook)", self.debug_delay_ms)
+            logger.warning(
+                "sleeping %s ms inside a batch (test hook)", self.debug_delay_ms
+            )
             time.sleep(self.debug_delay_ms / 1000)
             self.debug_delay_ms = 0
         processing_event.collect_events(*changed.values())

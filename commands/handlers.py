@@ -37,7 +37,7 @@ def book_seats(showtime: Showtime, command: BookSeats, max_seats: int) -> bool:
 
 
 def cancel_booking(showtime: Showtime, command: CancelBooking, max_seats: int) -> bool:
-    """Release the booking's seats; a repeated or unknown cancellation changes nothing."""
+    """Release the booking's seats; a repeated or unknown cancellation does nothing."""
     try:
         showtime.cancel_booking(command.booking_id)
     except BookingError as error:

@@ -96,11 +96,11 @@ class EventRelay:
 
     def read_stored_position(self) -> None:
         """Read the epoch and the position of the last event published in it."""
-        self.epoch = read_epoch(self.store.recorder, POSITION_NAME)
+        self.epoch = read_epoch(self.store.tracking_recorder, POSITION_NAME)
         self.position = self.store.max_tracking_id(self.positions_name) or 0
 
     async def publish_next_batch(self) -> bool:
-        """Publish the next events after the position, returning whether there were any."""
+        """Publish the events after the position; return whether there were any."""
         notifications = await asyncio.to_thread(
             self.store.select_notifications, self.position, NOTIFICATION_BATCH
         )
@@ -146,6 +146,6 @@ class EventRelay:
             self.position,
         )
         self.epoch = await asyncio.to_thread(
-            open_next_epoch, self.store.recorder, POSITION_NAME, self.epoch
+            open_next_epoch, self.store.tracking_recorder, POSITION_NAME, self.epoch
         )
         self.position = 0

@@ -57,9 +57,9 @@ class Scheduler(Application):
     def schedule(
         self, movie_id: UUID, auditorium: Auditorium, starts_at: datetime
     ) -> UUID:
-        """Schedule a showtime, returning its id; scheduling it again changes nothing."""
+        """Schedule a showtime and return its id; scheduling it again does nothing."""
         try:
-            movie = self.repository.get(movie_id)
+            movie: object = self.repository.get(movie_id)
         except AggregateNotFoundError as error:
             raise UnknownMovieError(
                 f"movie {movie_id} is not in the catalogue"

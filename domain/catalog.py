@@ -93,7 +93,9 @@ def parse_count(value: object, maximum: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     # Compare before converting: an int past the float range would overflow.
-    if isinstance(value, float) and (not math.isfinite(value) or not value.is_integer()):
+    if isinstance(value, float) and (
+        not math.isfinite(value) or not value.is_integer()
+    ):
         return None
     if not 0 < value <= maximum:
         return None

@@ -81,7 +81,7 @@ def reject_constant(name: str) -> Any:
 
 
 def check_field_types(command: Command) -> None:
-    """Raise CommandDecodeError when a decoded command holds values of the wrong type."""
+    """Raise CommandDecodeError when a decoded field has the wrong type."""
     for name in ("booking_id", "showtime_id"):
         value = getattr(command, name)
         if not isinstance(value, str) or not is_uuid(value):

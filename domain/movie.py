@@ -11,7 +11,7 @@ MOVIE_NAMESPACE = UUID("0d7c3f7e-8a51-4b8e-b5c4-3e4b7f1f9d10")
 
 @dataclass(frozen=True)
 class MovieDetails:
-    """What the catalogue says about a film; every field but the title may be missing."""
+    """What the catalogue says about a film; only the title is required."""
 
     title: str
     release_date: date | None
@@ -34,12 +34,22 @@ class MovieDetails:
 class Movie(Aggregate):
     """A film that showtimes can be scheduled for."""
 
+    class Registered(Aggregate.Created):
+        """The film entered the catalogue."""
+
+        details: dict[str, object]
+
+    class Revised(Aggregate.Event):
+        """The catalogue corrected the film's details."""
+
+        details: dict[str, object]
+
     @staticmethod
     def create_id(details: dict[str, object], **_: object) -> UUID:
         """Derive the id from title and release date, so importing twice is harmless."""
         return movie_id(str(details["title"]), details.get("release_date"))
 
-    @event("Registered")
+    @event(Registered)
     def __init__(self, details: dict[str, object]) -> None:
         self.details = details
 
@@ -52,7 +62,7 @@ class Movie(Aggregate):
         self._revise(fields)
         return True
 
-    @event("Revised")
+    @event(Revised)
     def _revise(self, details: dict[str, object]) -> None:
         self.details = details
 

@@ -98,7 +98,10 @@ def check_layout(rows: tuple[tuple[str, str], ...]) -> None:
         if not ROW_LABEL.fullmatch(label):
             raise ValueError(f"row label {label!r} is not one or two capital letters")
         if not LAYOUT.fullmatch(layout) or not set(layout) & {"s", "w"}:
-            msg = f"row {label} layout {layout!r} needs seats ('s' or 'w') and only s w . |"
+            msg = (
+                f"row {label} layout {layout!r} needs seats ('s' or 'w') "
+                "and only the characters s w . |"
+            )
             raise ValueError(msg)
 
 

@@ -28,12 +28,46 @@ SHOWTIME_NAMESPACE = UUID("6f1b9a44-3c55-4f3e-9a55-2f0f0c1e7d21")
 class Showtime(Aggregate):
     """A screening of one movie in one auditorium at one start time."""
 
+    class Scheduled(Aggregate.Created):
+        """The showtime was put on the schedule with its auditorium's seat map."""
+
+        movie_id: str
+        auditorium_id: str
+        auditorium_name: str
+        starts_at: datetime
+        rows: list[list[str]]
+
+    class SeatsBooked(Aggregate.Event):
+        """Every requested seat was sold to the booking."""
+
+        booking_id: str
+        seats: list[str]
+        wheelchair_spaces: list[str]
+        payment_method: str
+
+    class BookingRejected(Aggregate.Event):
+        """The booking was refused; ``rejected_seats`` names the seats at fault."""
+
+        booking_id: str
+        seats: list[str]
+        wheelchair_spaces: list[str]
+        payment_method: str
+        code: str
+        reason: str
+        rejected_seats: list[str]
+
+    class BookingCancelled(Aggregate.Event):
+        """The booking was cancelled and its seats released."""
+
+        booking_id: str
+        seats: list[str]
+
     @staticmethod
     def create_id(auditorium_id: str, starts_at: datetime, **_: object) -> UUID:
         """Derive the id from auditorium and start, so scheduling twice is harmless."""
         return showtime_id(auditorium_id, starts_at)
 
-    @event("Scheduled")
+    @event(Scheduled)
     def __init__(
         self,
         movie_id: str,
@@ -107,7 +141,7 @@ class Showtime(Aggregate):
         self._book_seats(booking_id, seats, wheelchair_spaces, payment_method)
 
     def cancel_booking(self, booking_id: str) -> None:
-        """Release a booking's seats, raising BookingError when it cannot be cancelled."""
+        """Release a booking's seats; raise BookingError when it cannot be cancelled."""
         if booking_id in self.cancelled:
             raise BookingAlreadyCancelledError(
                 f"booking {booking_id} is already cancelled"
@@ -122,7 +156,7 @@ class Showtime(Aggregate):
     def check_seat_count(
         self, seats: list[str], wheelchair_spaces: list[str], max_seats: int
     ) -> None:
-        """Raise unless the booking asks for between 1 and ``max_seats`` distinct seats."""
+        """Raise unless the booking asks for 1 to ``max_seats`` distinct seats."""
         count = len(set(seats) | set(wheelchair_spaces))
         if count == 0:
             raise InvalidSeatsError("a booking needs at least one seat")
@@ -133,7 +167,7 @@ class Showtime(Aggregate):
     def check_seats_on_map(
         self, seats: list[str], wheelchair_spaces: list[str]
     ) -> None:
-        """Raise naming every requested seat id that is malformed, repeated or off the map."""
+        """Raise naming every seat id that is malformed, repeated or off the map."""
         problems = find_seat_problems(self.seat_map, seats, wheelchair_spaces)
         if problems:
             detail = "; ".join(f"{p.seat_id}: {p.reason}" for p in problems)
@@ -148,7 +182,7 @@ class Showtime(Aggregate):
                 f"seats not available: {', '.join(taken)}", taken
             )
 
-    @event("SeatsBooked")
+    @event(SeatsBooked)
     def _book_seats(
         self,
         booking_id: str,
@@ -162,7 +196,7 @@ class Showtime(Aggregate):
         self.bookings[booking_id] = all_seats
         self.decided.add(booking_id)
 
-    @event("BookingRejected")
+    @event(BookingRejected)
     def _reject_booking(
         self,
         booking_id: str,
@@ -175,7 +209,7 @@ class Showtime(Aggregate):
     ) -> None:
         self.decided.add(booking_id)
 
-    @event("BookingCancelled")
+    @event(BookingCancelled)
     def _cancel_booking(self, booking_id: str, seats: list[str]) -> None:
         for seat in seats:
             self.sold.pop(seat, None)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -56,6 +56,13 @@ GROUP = "projectors"
 VIEW_TTL_S = 3600
 
 
+class Projection(Protocol):
+    """A read model's event handlers."""
+
+    def apply(self, event: Any, writes: BatchWrites) -> None:
+        """Queue the writes for one event; ignore events of no interest."""
+
+
 @dataclass
 class Envelope:
     """A published event: its aggregate, version and decoded domain event."""
@@ -76,7 +83,7 @@ class Projector:
         self.store = EventStoreReader(
             env=postgres_env(settings.require("POSTGRES_URL"))
         )
-        self.projections = [
+        self.projections: list[Projection] = [
             MovieProjection(),
             ShowtimeProjection(self.db, ZoneInfo(settings.TIMEZONE)),
             BookingProjection(self.db),
@@ -124,7 +131,7 @@ class Projector:
     def events_to_apply(
         self, envelope: Envelope, positions: dict[str, int]
     ) -> list[DomainEventProtocol[UUID]]:
-        """Return the events to apply for one delivery: none, it, or the missed ones too."""
+        """Return the events to apply for one delivery: none, it, or missed ones too."""
         applied = positions.get(envelope.originator_id, 0)
         if envelope.version <= applied:
             logger.debug(
@@ -137,7 +144,7 @@ class Projector:
         events = [envelope.event]
         if envelope.version > applied + 1:
             logger.warning(
-                "event %s v%s arrived after v%s: reading the missed events from the store",
+                "event %s v%s arrived after v%s: reading missed events from the store",
                 envelope.originator_id,
                 envelope.version,
                 applied,
@@ -261,14 +268,14 @@ class ProjectorRunner:
     async def apply_with_retry(
         self, tp: TopicPartition, envelopes: list[Envelope]
     ) -> int:
-        """Apply a batch, retrying with backoff while MongoDB or Redis is unavailable."""
+        """Apply a batch, retrying with backoff while MongoDB or Redis is down."""
         delay = 0.2
         for attempt in range(1, 8):
             try:
                 return await asyncio.to_thread(self.projector.apply_batch, envelopes)
             except (redis.RedisError, PyMongoError) as error:
                 logger.warning(
-                    "applying partition %s batch failed (attempt %s): %r; retrying in %.1f s",
+                    "partition %s batch failed (attempt %s): %r; retrying in %.1f s",
                     tp.partition,
                     attempt,
                     error,

@@ -8,7 +8,7 @@ the API's fallback path, which builds them from the MongoDB documents.
 """
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -115,7 +115,8 @@ class TicketView(View):
 
 def movie_view(doc: dict) -> MovieView:
     """Build the API view of a movie document."""
-    return MovieView(id=doc["_id"], **{k: doc.get(k) for k in MOVIE_FIELDS})
+    fields: dict[str, Any] = {k: doc.get(k) for k in MOVIE_FIELDS}
+    return MovieView(id=doc["_id"], **fields)
 
 
 MOVIE_FIELDS = (

@@ -11,7 +11,13 @@ from urllib.parse import unquote, urlsplit
 from uuid import UUID
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import Mapper, Notification, StoredEvent, Tracking
+from eventsourcing.persistence import (
+    Mapper,
+    Notification,
+    StoredEvent,
+    Tracking,
+    TrackingRecorder,
+)
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresProcessRecorder
 
 logger = logging.getLogger(__name__)
@@ -58,6 +64,13 @@ class EventStoreReader(Application):
         assert isinstance(self.recorder, PostgresApplicationRecorder)
         return self.recorder.max_notification_id() or 0
 
+    @property
+    def tracking_recorder(self) -> PostgresProcessRecorder:
+        """Return the recorder as the process recorder it is, for positions."""
+        recorder = self.recorder
+        assert isinstance(recorder, PostgresProcessRecorder)
+        return recorder
+
     def max_tracking_id(self, name: str) -> int | None:
         """Return the last position recorded under ``name``, None when there is none."""
         recorder = self.recorder
@@ -77,7 +90,7 @@ class EventStoreReader(Application):
         return recorder
 
 
-def read_epoch(recorder: PostgresProcessRecorder, name: str) -> int:
+def read_epoch(recorder: TrackingRecorder, name: str) -> int:
     """Return the current epoch of the positions stored under ``name``, 0 at first.
 
     A consumer stores positions in a Kafka topic under ``<name>.e<epoch>``. When the
@@ -88,7 +101,7 @@ def read_epoch(recorder: PostgresProcessRecorder, name: str) -> int:
     return recorder.max_tracking_id(f"{name}.epoch") or 0
 
 
-def open_next_epoch(recorder: PostgresProcessRecorder, name: str, epoch: int) -> int:
+def open_next_epoch(recorder: TrackingRecorder, name: str, epoch: int) -> int:
     """Store and return the epoch after ``epoch``."""
     recorder.insert_tracking(Tracking(f"{name}.epoch", epoch + 1))
     return epoch + 1

@@ -26,7 +26,7 @@ EVENTS_DEAD_LETTER_TOPIC = "booking-events.dead-letter"
 
 
 class SendTimedOutError(Exception):
-    """Raised when a send missed its deadline; the record may still have been written."""
+    """Raised when a send missed its deadline; the record may still be written."""
 
     retriable = True
 
@@ -96,7 +96,7 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 async def send_with_deadline(
     client: AIOKafkaProducer, topic: str, key: bytes, value: bytes, deadline_s: float
 ) -> None:
-    """Send one record and wait for the broker's acknowledgement, at most ``deadline_s``.
+    """Send one record and wait at most ``deadline_s`` for the acknowledgement.
 
     Raises SendTimedOutError when the deadline passes. The record may have been
     written all the same (a send that timed out while the broker was paused was

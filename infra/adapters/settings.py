@@ -7,7 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Service URLs, topic layout and limits; an unset URL means "start an embedded one"."""
+    """Service URLs, topic layout and limits; `boxoffice up` embeds unset services."""
 
     model_config = SettingsConfigDict(env_prefix="BOXOFFICE_", extra="ignore")
 

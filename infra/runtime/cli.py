@@ -1,4 +1,4 @@
-"""The ``boxoffice`` command: run the whole system locally, import catalogues, run workers."""
+"""The ``boxoffice`` command: run the system locally, import catalogues, run workers."""
 
 import asyncio
 import json
@@ -23,7 +23,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-console = Console(stderr=True)
+# soft_wrap keeps long paths and messages on one line, for grep and copy.
+console = Console(stderr=True, soft_wrap=True)
 logger = logging.getLogger(__name__)
 
 DataDir = Annotated[

@@ -8,6 +8,7 @@ instead of starting their own.
 import asyncio
 import json
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,7 +64,9 @@ class LocalStack:
             self.console.print(
                 f"  embedded {service.name}: {service.url}", soft_wrap=True
             )
-        settings = Settings(**{k.removeprefix("BOXOFFICE_"): v for k, v in env.items()})
+        # Every process of the stack, this one included, reads the same variables.
+        os.environ.update(env)
+        settings = Settings()
         write_urls(self.data_dir, env)
 
         with self.console.status("Creating tables, topics and indexes ..."):
@@ -140,7 +143,8 @@ class LocalStack:
             f"  Logs:       {self.data_dir / 'logs'}\n\n"
             "Book a seat and wait up to 5 s for the outcome:\n"
             f"  curl -s -X POST '{api}/book-tickets?wait=5000' "
-            f"-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{body}'\n\n"
+            "-H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' "
+            f"-d '{body}'\n\n"
             "Press Ctrl-C to stop.",
             soft_wrap=True,
         )
@@ -222,7 +226,7 @@ def schedule_demo(url: str, first_day: date, zone: ZoneInfo) -> int:
 def all_movies(reader: EventStoreReader) -> list[object]:
     """Return every Movie aggregate in the store."""
     topic = f"{Movie.__module__}:{Movie.Registered.__qualname__}"
-    ids: list[UUID] = []
+    ids: list[UUID | str] = []
     position = 0
     while True:
         notifications = reader.select_notifications(position, 500)

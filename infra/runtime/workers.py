@@ -1,4 +1,4 @@
-"""Running one long-lived worker (processor, relay, projector) until SIGINT or SIGTERM."""
+"""Running one worker (processor, relay or projector) until SIGINT or SIGTERM."""
 
 import asyncio
 import logging

@@ -52,7 +52,10 @@ class Stack:
             command = [sys.executable, "-m", "infra.runtime.cli", "worker", worker]
         log = (self.log_dir / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            command, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT
+            command,
+            env={**self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def send_signal(self, name: str, signum: int) -> None:
@@ -80,7 +83,7 @@ class Stack:
 
 
 def wait_for(predicate, timeout: float, message: str) -> None:  # type: ignore[no-untyped-def]
-    """Poll ``predicate`` until it returns true, failing with ``message`` after ``timeout``."""
+    """Poll ``predicate`` until it is true; fail with ``message`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

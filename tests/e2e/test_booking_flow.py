@@ -25,7 +25,9 @@ pytestmark = pytest.mark.e2e
 HALL_1_ROWS = "ABCDEFGHIJKLM"
 
 
-def book(api: str, showtime_id: str, seats: list[str], wait_ms: int = 10_000) -> httpx.Response:
+def book(
+    api: str, showtime_id: str, seats: list[str], wait_ms: int = 10_000
+) -> httpx.Response:
     """Send one booking with a fresh Idempotency-Key and wait for its outcome."""
     body = {"showtimeId": showtime_id, "seats": seats, "paymentMethod": "card"}
     headers = {"Idempotency-Key": f"key-{uuid.uuid4()}"}
@@ -65,7 +67,9 @@ def sold_in_store(settings: Settings, showtime_id: str) -> dict[str, str]:
 
 def all_seats_but(keep: str) -> list[list[str]]:
     """Return every Hall 1 seat except ``keep``, in bookings of at most 10 seats."""
-    seats = [f"{row}{n}" for row in HALL_1_ROWS for n in range(1, 11) if f"{row}{n}" != keep]
+    seats = [
+        f"{row}{n}" for row in HALL_1_ROWS for n in range(1, 11) if f"{row}{n}" != keep
+    ]
     return [seats[i : i + 10] for i in range(0, len(seats), 10)]
 
 
@@ -79,7 +83,9 @@ class TestConcurrentBooking:
             assert book(stack.api, showtime_id, seats).status_code == 201
 
         with ThreadPoolExecutor(max_workers=50) as pool:
-            responses = list(pool.map(lambda _: book(stack.api, showtime_id, ["D7"]), range(50)))
+            responses = list(
+                pool.map(lambda _: book(stack.api, showtime_id, ["D7"]), range(50))
+            )
 
         statuses = Counter(r.status_code for r in responses)
         assert statuses == {201: 1, 409: 49}
@@ -88,7 +94,10 @@ class TestConcurrentBooking:
                 assert response.json()["rejectedSeats"] == ["D7"]
                 assert "D7" in response.json()["reason"]
         wait_for(
-            lambda: httpx.get(f"{stack.api}/showtimes/{showtime_id}").json()["available"] == 0,
+            lambda: (
+                httpx.get(f"{stack.api}/showtimes/{showtime_id}").json()["available"]
+                == 0
+            ),
             30,
             "availability did not reach 0",
         )
@@ -108,7 +117,9 @@ class TestConcurrentBooking:
         requests += [[f"F{n}"] for n in range(1, 11)] * 2
 
         with ThreadPoolExecutor(max_workers=20) as pool:
-            responses = list(pool.map(lambda s: book(stack.api, showtime_id, s), requests))
+            responses = list(
+                pool.map(lambda s: book(stack.api, showtime_id, s), requests)
+            )
 
         confirmed = [r.json() for r in responses if r.status_code == 201]
         rejected = [r.json() for r in responses if r.status_code == 409]
@@ -124,8 +135,14 @@ class TestConcurrentBooking:
         assert {f"F{n}" for n in range(1, 11)} <= set(owners)
         assert sold_in_store(settings, showtime_id) == owners
         wait_for(
-            lambda: {s for s, st in seat_states(stack.api, showtime_id).items() if st == "sold"}
-            == set(owners),
+            lambda: (
+                {
+                    s
+                    for s, st in seat_states(stack.api, showtime_id).items()
+                    if st == "sold"
+                }
+                == set(owners)
+            ),
             30,
             "the seat map did not match the confirmed bookings",
         )

@@ -43,13 +43,15 @@ def decisions(settings: Settings, showtime_id: str) -> Counter[str]:
     reader = EventStoreReader(env=postgres_env(settings.require("POSTGRES_URL")))
     try:
         events = reader.repository.event_store.get(UUID(showtime_id))
-        return Counter(e.booking_id for e in events if not isinstance(e, Showtime.Scheduled))
+        return Counter(
+            e.booking_id for e in events if not isinstance(e, Showtime.Scheduled)
+        )
     finally:
         reader.close()
 
 
 def stored_and_end_offsets(settings: Settings) -> tuple[int, int]:
-    """Return the commands decided per stored positions, and the commands on the topic."""
+    """Return the commands decided per stored positions and the commands sent."""
     topic = settings.topic(kafka.COMMANDS_TOPIC)
     reader = EventStoreReader(env=postgres_env(settings.require("POSTGRES_URL")))
     stored = 0
@@ -69,7 +71,9 @@ async def total_end_offset(settings: Settings, topic: str) -> int:
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS)
     await consumer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in range(settings.COMMAND_PARTITIONS)]
+        partitions = [
+            TopicPartition(topic, p) for p in range(settings.COMMAND_PARTITIONS)
+        ]
         return sum((await consumer.end_offsets(partitions)).values())
     finally:
         await consumer.stop()

@@ -33,8 +33,12 @@ def schedule_showtime(settings: Settings, hall: int = 0) -> str:
     catalog.close()
 
     scheduler = Scheduler(env=env)
-    starts_at = datetime(2030, 1, 1, 19, 30, tzinfo=UTC) + timedelta(minutes=uuid.uuid4().int % 10_000)
-    showtime_id = scheduler.schedule(report.movies[0][0], DEMO_AUDITORIUMS[hall], starts_at)
+    starts_at = datetime(2030, 1, 1, 19, 30, tzinfo=UTC) + timedelta(
+        minutes=uuid.uuid4().int % 10_000
+    )
+    showtime_id = scheduler.schedule(
+        report.movies[0][0], DEMO_AUDITORIUMS[hall], starts_at
+    )
     scheduler.close()
     return str(showtime_id)
 
@@ -64,7 +68,9 @@ async def send_commands(settings: Settings, commands: list[Command]) -> None:
         await producer.stop()
 
 
-async def send_raw(settings: Settings, topic: str, key: bytes, values: list[bytes]) -> None:
+async def send_raw(
+    settings: Settings, topic: str, key: bytes, values: list[bytes]
+) -> None:
     """Send raw record values to a topic of the stack."""
     producer = kafka.producer(settings)
     await producer.start()
@@ -102,7 +108,9 @@ async def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
         await asyncio.sleep(0.1)
 
 
-async def read_topic(settings: Settings, topic: str, timeout_ms: int = 2000) -> list[Any]:
+async def read_topic(
+    settings: Settings, topic: str, timeout_ms: int = 2000
+) -> list[Any]:
     """Return every record of a stack topic, from the beginning."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.KAFKA_BOOTSTRAP_SERVERS, enable_auto_commit=False

@@ -44,7 +44,9 @@ def decided_bookings(settings: Settings, showtime_id: str) -> list[str]:
 
 def new_decider(settings: Settings) -> BookingDecider:
     """Return a decider on the test's event store."""
-    return BookingDecider(env=postgres_env(settings.require("POSTGRES_URL")), max_seats=10)
+    return BookingDecider(
+        env=postgres_env(settings.require("POSTGRES_URL")), max_seats=10
+    )
 
 
 class TestBookingDecider:
@@ -52,7 +54,9 @@ class TestBookingDecider:
         prepare_store(settings)
         showtime_id = schedule_showtime(settings)
         decider = new_decider(settings)
-        batch = CommandBatch([(0, booking(showtime_id, "A1")), (1, booking(showtime_id, "A1"))])
+        batch = CommandBatch(
+            [(0, booking(showtime_id, "A1")), (1, booking(showtime_id, "A1"))]
+        )
 
         decider.decide("commands.0.e0", batch, last_offset=1)
 
@@ -69,7 +73,9 @@ class TestBookingDecider:
         prepare_store(settings)
         showtime_id = schedule_showtime(settings)
         first = new_decider(settings)
-        first.decide("commands.0.e0", CommandBatch([(0, booking(showtime_id, "A1"))]), 0)
+        first.decide(
+            "commands.0.e0", CommandBatch([(0, booking(showtime_id, "A1"))]), 0
+        )
         stale = new_decider(settings)
         late = CommandBatch([(0, booking(showtime_id, "A2"))])
 
@@ -87,11 +93,15 @@ class TestBookingDecider:
         stale = new_decider(settings)
         stale.load_showtime(showtime_id)
         owner = new_decider(settings)
-        owner.decide("commands.0.e0", CommandBatch([(5, booking(showtime_id, "A1"))]), 5)
+        owner.decide(
+            "commands.0.e0", CommandBatch([(5, booking(showtime_id, "A1"))]), 5
+        )
 
         # The stale member decides a later offset against its old copy of the showtime.
         with pytest.raises(IntegrityError):
-            stale.decide("commands.0.e0", CommandBatch([(6, booking(showtime_id, "A1"))]), 6)
+            stale.decide(
+                "commands.0.e0", CommandBatch([(6, booking(showtime_id, "A1"))]), 6
+            )
 
         assert len(decided_bookings(settings, showtime_id)) == 1
         owner.close()
@@ -117,7 +127,9 @@ class TestCommandProcessor:
         assert all(type(e).__name__ == "BookingRejected" for e in events[1:])
         assert all(e.rejected_seats == ["B1", "B2"] for e in events[1:])
 
-    async def test_duplicate_command_takes_effect_once(self, settings: Settings) -> None:
+    async def test_duplicate_command_takes_effect_once(
+        self, settings: Settings
+    ) -> None:
         await asyncio.to_thread(prepare_store, settings)
         showtime_id = await asyncio.to_thread(schedule_showtime, settings)
         command = booking(showtime_id, "C1")
@@ -125,9 +137,14 @@ class TestCommandProcessor:
 
         async with running(CommandProcessor(settings)):
             await send_commands(settings, [command, command, command, marker])
-            await eventually(lambda: marker.booking_id in decided_bookings(settings, showtime_id))
+            await eventually(
+                lambda: marker.booking_id in decided_bookings(settings, showtime_id)
+            )
 
-        assert decided_bookings(settings, showtime_id) == [command.booking_id, marker.booking_id]
+        assert decided_bookings(settings, showtime_id) == [
+            command.booking_id,
+            marker.booking_id,
+        ]
 
     async def test_poison_records_are_passed_over(self, settings: Settings) -> None:
         await asyncio.to_thread(prepare_store, settings)
@@ -152,7 +169,9 @@ class TestCommandProcessor:
         assert [letter["offset"] for letter in letters] == [0, 1, 2, 3]
         assert all(letter["reason"] for letter in letters)
 
-    async def test_restart_resumes_after_stored_offset(self, settings: Settings) -> None:
+    async def test_restart_resumes_after_stored_offset(
+        self, settings: Settings
+    ) -> None:
         await asyncio.to_thread(prepare_store, settings)
         showtime_id = await asyncio.to_thread(schedule_showtime, settings)
         first = [booking(showtime_id, f"E{n}") for n in range(1, 4)]
@@ -182,7 +201,9 @@ class TestCommandProcessor:
 
         async with running(CommandProcessor(settings)):
             await send_commands(settings, [command])
-            await eventually(lambda: decided_bookings(settings, showtime_id) == [command.booking_id])
+            await eventually(
+                lambda: decided_bookings(settings, showtime_id) == [command.booking_id]
+            )
 
 
 async def read_dead_letters(settings: Settings, count: int) -> list[dict]:
@@ -191,5 +212,7 @@ async def read_dead_letters(settings: Settings, count: int) -> list[dict]:
     while True:
         records = await read_topic(settings, kafka.COMMANDS_DEAD_LETTER_TOPIC)
         if len(records) >= count or asyncio.get_running_loop().time() > deadline:
-            return sorted((json.loads(r.value) for r in records), key=lambda x: x["offset"])
+            return sorted(
+                (json.loads(r.value) for r in records), key=lambda x: x["offset"]
+            )
         await asyncio.sleep(0.2)

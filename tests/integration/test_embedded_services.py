@@ -27,16 +27,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from infra.adapters.settings import Settings
-from infra.runtime import embedded
 from infra.runtime.embedded import (
     EmbeddedService,
     EmbeddedServiceError,
     free_port,
+    stack,
     start_kafka,
     start_missing,
     start_mongodb,
     start_postgres,
     start_redis,
+    startup,
 )
 
 pytestmark = pytest.mark.integration
@@ -293,9 +294,10 @@ def test_start_retries_when_port_taken(
         blocker.bind(("127.0.0.1", 0))
         taken_port = blocker.getsockname()[1]
         ports = iter([taken_port])
-        real_free_port = embedded.free_port
+        real_free_port = startup.free_port
+        # Patched in startup, the module whose start loop calls it.
         monkeypatch.setattr(
-            embedded, "free_port", lambda: next(ports, None) or real_free_port()
+            startup, "free_port", lambda: next(ports, None) or real_free_port()
         )
 
         service = starter(tmp_path)
@@ -444,7 +446,7 @@ def test_start_missing_stops_others_on_failure(
         raise EmbeddedServiceError("MongoDB (SecantusDB) failed in this test")
 
     monkeypatch.setattr(
-        embedded,
+        stack,
         "_STARTERS",
         (("REDIS_URL", start_recorded), ("MONGODB_URL", fail_mongodb)),
     )

@@ -59,7 +59,11 @@ class TestProjector:
         loser = booking(showtime_id, "A2", "A3")
         keys = cache.Keys(settings.redis_prefix)
 
-        workers = CommandProcessor(settings), EventRelay(settings), ProjectorRunner(settings)
+        workers = (
+            CommandProcessor(settings),
+            EventRelay(settings),
+            ProjectorRunner(settings),
+        )
         async with running(*workers):
             await send_commands(settings, [winner, loser])
             rejected = await wait_for_booking(settings, loser.booking_id)
@@ -78,7 +82,9 @@ class TestProjector:
         assert showtime is not None
         assert showtime["sold"] == {"A1": winner.booking_id, "A2": winner.booking_id}
         seat_map = cached(settings, keys.seat_map(showtime_id))
-        states = {p["seat"]: p["state"] for row in seat_map["rows"] for p in row["positions"]}
+        states = {
+            p["seat"]: p["state"] for row in seat_map["rows"] for p in row["positions"]
+        }
         assert states["A1"] == "sold"
         assert states["A3"] == "free"
         assert seat_map["available"] == showtime["capacity"] - 2
@@ -145,7 +151,9 @@ class TestProjector:
         key = showtime_id.encode()
         poison = [
             b"{not json",
-            json.dumps({"topic": "nowhere:Nothing", "originatorId": showtime_id}).encode(),
+            json.dumps(
+                {"topic": "nowhere:Nothing", "originatorId": showtime_id}
+            ).encode(),
             json.dumps(
                 {
                     "topic": "domain.showtime:Showtime.SeatsBooked",
