@@ -26,7 +26,7 @@ class CatalogFileError(Exception):
 
 @dataclass
 class ImportReport:
-    """What an import did: counts, the films in the feed, and every rejected record."""
+    """Outcome of an import: counts, the films in the feed and each rejected record."""
 
     registered: int = 0
     revised: int = 0
@@ -87,7 +87,7 @@ class Catalog(Application):
 
 
 def read_feed(path: Path) -> list[object]:
-    """Read a catalogue file, raising CatalogFileError that says what is wrong."""
+    """Read a catalogue file, raising CatalogFileError that names the problem."""
     try:
         records = json.loads(path.read_text(encoding="utf-8"))
     except OSError as error:

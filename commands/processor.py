@@ -29,11 +29,10 @@ from infra.adapters.event_store import (
     postgres_env,
     read_epoch,
 )
+from infra.adapters.lag import PROCESSOR_GROUP
 from infra.adapters.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-GROUP = "booking-processor"
 
 
 class PartitionPositions(ConsumerRebalanceListener):
@@ -106,7 +105,7 @@ class CommandProcessor:
             max_seats=settings.MAX_SEATS_PER_BOOKING,
             debug_delay_ms=settings.PROCESSOR_DEBUG_DELAY_MS,
         )
-        self.consumer = kafka.consumer(settings, settings.topic(GROUP))
+        self.consumer = kafka.consumer(settings, settings.topic(PROCESSOR_GROUP))
         self.positions = PartitionPositions(self.consumer, self.decider, self.topic)
         self.dead_letters = DeadLetterSender(settings, kafka.COMMANDS_DEAD_LETTER_TOPIC)
 

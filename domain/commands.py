@@ -1,8 +1,8 @@
 """Booking commands and their JSON form on the ``booking-commands`` topic.
 
 A command is a request that the showtime may still reject. Each record on the topic
-is one JSON object whose ``type`` names the command; its key is the showtime id, so
-all commands for one showtime are decided in order by one processor.
+is one JSON object whose ``type`` names the command. The record key is the showtime
+id, so all commands for one showtime are decided in order by one processor.
 """
 
 import json
@@ -49,7 +49,7 @@ def encode_command(command: Command) -> bytes:
 
 
 def decode_command(data: bytes | None) -> Command:
-    """Parse a command record, raising CommandDecodeError that says what is wrong."""
+    """Parse a command record, raising CommandDecodeError that names the problem."""
     try:
         body = json.loads(data or b"", parse_constant=reject_constant)
     except (ValueError, UnicodeDecodeError) as error:

@@ -11,7 +11,7 @@ MOVIE_NAMESPACE = UUID("0d7c3f7e-8a51-4b8e-b5c4-3e4b7f1f9d10")
 
 @dataclass(frozen=True)
 class MovieDetails:
-    """What the catalogue says about a film; only the title is required."""
+    """Details of a film from the catalogue. Only the title is required."""
 
     title: str
     release_date: date | None

@@ -20,7 +20,7 @@ ROW_LABEL = re.compile(r"[A-Z]{1,2}")
 
 
 class SeatKind(str, Enum):
-    """What stands at a numbered position."""
+    """Kind of a numbered position: a seat, a wheelchair space or a gap."""
 
     STANDARD = "standard"
     WHEELCHAIR = "wheelchair"

@@ -156,7 +156,7 @@ class Showtime(Aggregate):
     def check_seat_count(
         self, seats: list[str], wheelchair_spaces: list[str], max_seats: int
     ) -> None:
-        """Raise unless the booking asks for 1 to ``max_seats`` distinct seats."""
+        """Raise unless the booking requests 1 to ``max_seats`` distinct seats."""
         count = len(set(seats) | set(wheelchair_spaces))
         if count == 0:
             raise InvalidSeatsError("a booking needs at least one seat")

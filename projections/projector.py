@@ -4,8 +4,8 @@ It consumes ``booking-events`` in batches. For each aggregate it stores the last
 version applied, in the same MongoDB transaction as the read-model writes, so an
 event delivered twice (a relay retry, a republish after a broker restart, a
 redelivery after a crash) is skipped. An event whose version jumps past the next
-one means events were missed on the way; the projector then reads the missing ones
-from the event store, which is the system of record.
+one shows that events were lost on the way. The projector then reads the missing
+ones from the event store, which is the system of record.
 
 Redis holds encoded copies of the hot views. Their keys are deleted before the
 MongoDB transaction and written again after it, so a crash in between leaves no
@@ -33,6 +33,7 @@ from pymongo.errors import PyMongoError
 from infra.adapters import cache, kafka, mongo
 from infra.adapters.dead_letters import DeadLetterSender
 from infra.adapters.event_store import EventStoreReader, postgres_env, stored_event
+from infra.adapters.lag import PROJECTOR_GROUP
 from infra.adapters.settings import Settings
 from projections.bookings import BookingProjection
 from projections.indexes import create_indexes
@@ -52,7 +53,6 @@ from projections.writes import BatchWrites
 
 logger = logging.getLogger(__name__)
 
-GROUP = "projectors"
 VIEW_TTL_S = 3600
 
 
@@ -90,7 +90,7 @@ class Projector:
         ]
 
     def decode(self, value: bytes | None) -> Envelope:
-        """Decode a published event, raising ValueError that says what is wrong."""
+        """Decode a published event, raising ValueError that names the problem."""
         try:
             body = json.loads(value or b"")
             stored = stored_event(
@@ -222,7 +222,9 @@ class ProjectorRunner:
         self.settings = settings
         self.topic = settings.topic(kafka.EVENTS_TOPIC)
         self.projector = Projector(settings)
-        self.consumer = kafka.consumer(settings, settings.topic(GROUP), self.topic)
+        self.consumer = kafka.consumer(
+            settings, settings.topic(PROJECTOR_GROUP), self.topic
+        )
         self.dead_letters = DeadLetterSender(settings, kafka.EVENTS_DEAD_LETTER_TOPIC)
 
     async def run(self, stop: asyncio.Event) -> None:

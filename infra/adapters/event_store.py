@@ -93,10 +93,10 @@ class EventStoreReader(Application):
 def read_epoch(recorder: TrackingRecorder, name: str) -> int:
     """Return the current epoch of the positions stored under ``name``, 0 at first.
 
-    A consumer stores positions in a Kafka topic under ``<name>.e<epoch>``. When the
-    broker loses a topic its offsets start again from 0, so the consumer opens the
-    next epoch and stores positions under a new name; tracking records only move
-    forward, so the old name could not go back to 0.
+    A consumer stores its positions in a Kafka topic under ``<name>.e<epoch>``.
+    When the broker loses a topic, its offsets start again from 0. Tracking records
+    only move forward, so the consumer opens the next epoch, which stores positions
+    under a new name.
     """
     return recorder.max_tracking_id(f"{name}.epoch") or 0
 

@@ -115,7 +115,7 @@ async def send_with_deadline(
 def consumer(
     settings: Settings, group_id: str, *topics: str, **overrides: Any
 ) -> AIOKafkaConsumer:
-    """Build a consumer that commits only when told, for a group of processes.
+    """Build a group consumer that commits only when ``commit()`` is called.
 
     The request timeout stays above the rebalance timeout: a 5 s request timeout
     was seen to fail to join a group on Tansu.

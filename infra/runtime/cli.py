@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 
+from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
 from infra.runtime import stack
 from infra.runtime.logs import configure_logging
@@ -135,6 +136,15 @@ def init() -> None:
     configure_logging(None, console_level=logging.INFO)
     stack.initialise(Settings())
     console.print("Tables, topics and indexes are ready.")
+
+
+@app.command()
+def lag(data_dir: DataDir = Path(".boxoffice")) -> None:
+    """Print how many records the processor and projector have yet to process."""
+    configure_logging(None, console_level=logging.WARNING)
+    settings = stack.running_settings(data_dir.resolve())
+    for group, count in asyncio.run(consumer_lag(settings)).items():
+        print(f"{group}: {count}")
 
 
 @app.command("worker", hidden=True)

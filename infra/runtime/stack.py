@@ -165,7 +165,7 @@ def initialise(settings: Settings) -> None:
 
 
 def wait_until_ready(api: str, timeout: float) -> str:
-    """Wait until the API answers and lists a showtime; return the first one's id."""
+    """Wait until the API lists a showtime, and return the first one's id."""
     deadline = time.monotonic() + timeout
     last_error = "no answer yet"
     while time.monotonic() < deadline:
@@ -292,6 +292,14 @@ def event_store_url(settings: Settings, data_dir: Path) -> Iterator[str]:
         yield service.url
     finally:
         service.stop()
+
+
+def running_settings(data_dir: Path) -> Settings:
+    """Return settings with the URLs of the stack running on ``data_dir`` filled in."""
+    os.environ.update(
+        {k: v for k, v in read_urls(data_dir).items() if k not in os.environ}
+    )
+    return Settings()
 
 
 def write_urls(data_dir: Path, env: dict[str, str]) -> None:

@@ -5,9 +5,11 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from fastapi import APIRouter
+from aiokafka.errors import KafkaError
+from fastapi import APIRouter, HTTPException
 from starlette.responses import JSONResponse
 
+from infra.adapters.lag import consumer_lag
 from read_api.body import Health
 from read_api.deps import Resources, ResourcesDep
 from read_api.json_body import StrictJSONRoute
@@ -16,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 # Each dependency must respond to its ping within this many seconds.
 PING_TIMEOUT_S = 1.0
+LAG_TIMEOUT_S = 10.0
 
 router = APIRouter(route_class=StrictJSONRoute, tags=["health"])
 
@@ -59,3 +62,13 @@ async def ping(name: str, call: Coroutine[Any, Any, None]) -> str:
         logger.warning("health check: %s failed: %r", name, error)
         return f"failed: {type(error).__name__}"
     return "ok"
+
+
+@router.get("/lag", response_model=dict[str, int])
+async def lag(resources: ResourcesDep) -> dict[str, int]:
+    """Count the records each consumer group has yet to process (0: caught up)."""
+    try:
+        return await asyncio.wait_for(consumer_lag(resources.settings), LAG_TIMEOUT_S)
+    except (TimeoutError, KafkaError) as error:
+        logger.warning("lag query failed: %r", error)
+        raise HTTPException(503, f"Kafka did not report offsets: {error!r}") from error

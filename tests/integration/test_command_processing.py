@@ -12,6 +12,7 @@ from commands.processor import CommandProcessor
 from domain.showtime import Showtime
 from infra.adapters import kafka
 from infra.adapters.event_store import EventStoreReader, postgres_env
+from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
 from tests.integration.helpers import (
     booking,
@@ -164,10 +165,12 @@ class TestCommandProcessor:
             await send_commands(settings, valid)
             await eventually(lambda: len(decided_bookings(settings, showtime_id)) == 5)
             letters = await read_dead_letters(settings, len(poison))
+            lag = await eventually(lambda: caught_up(settings))
 
         assert decided_bookings(settings, showtime_id) == [c.booking_id for c in valid]
         assert [letter["offset"] for letter in letters] == [0, 1, 2, 3]
         assert all(letter["reason"] for letter in letters)
+        assert lag == {"booking-processor": 0, "projectors": 0}
 
     async def test_restart_resumes_after_stored_offset(
         self, settings: Settings
@@ -204,6 +207,12 @@ class TestCommandProcessor:
             await eventually(
                 lambda: decided_bookings(settings, showtime_id) == [command.booking_id]
             )
+
+
+def caught_up(settings: Settings) -> dict[str, int] | None:
+    """Return the consumer lag once every group has caught up."""
+    lag = asyncio.run(consumer_lag(settings))
+    return lag if not any(lag.values()) else None
 
 
 async def read_dead_letters(settings: Settings, count: int) -> list[dict]:

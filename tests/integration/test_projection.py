@@ -10,6 +10,7 @@ import redis
 from commands.processor import CommandProcessor
 from commands.relay import EventRelay
 from infra.adapters import cache, kafka, mongo
+from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
 from projections.projector import ProjectorRunner
 from projections.views import BOOKINGS, MOVIES, SHOWTIMES
@@ -171,9 +172,11 @@ class TestProjector:
                 await send_commands(settings, [command])
                 doc = await wait_for_booking(settings, command.booking_id)
             dead = await eventually(lambda: dead_letters(settings, len(poison)))
+            lag = await eventually(lambda: caught_up(settings))
 
         assert doc["status"] == "confirmed"
         assert len(dead) == 3
+        assert lag == {"booking-processor": 0, "projectors": 0}
         assert all(json.loads(r.value)["reason"] for r in dead)
 
 
@@ -181,6 +184,12 @@ def events_published(settings: Settings, count: int) -> list[Any] | None:
     """Return the records of the events topic once there are at least ``count``."""
     records = asyncio.run(read_topic(settings, kafka.EVENTS_TOPIC))
     return records if len(records) >= count else None
+
+
+def caught_up(settings: Settings) -> dict[str, int] | None:
+    """Return the consumer lag once every group has caught up."""
+    lag = asyncio.run(consumer_lag(settings))
+    return lag if not any(lag.values()) else None
 
 
 def dead_letters(settings: Settings, count: int) -> list[Any] | None:
