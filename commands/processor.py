@@ -15,7 +15,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.persistence import IntegrityError
 
@@ -38,10 +38,17 @@ logger = logging.getLogger(__name__)
 class PartitionPositions(ConsumerRebalanceListener):
     """Seeks each assigned partition to the offset after the last one decided."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, decider: BookingDecider, topic: str):
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        decider: BookingDecider,
+        topic: str,
+        bootstrap_servers: str,
+    ) -> None:
         self.consumer = consumer
         self.decider = decider
         self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
         self.tracking_names: dict[int, str] = {}
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -62,6 +69,47 @@ class PartitionPositions(ConsumerRebalanceListener):
         for tp in assigned:
             await self.seek_to_stored(tp, end_offsets[tp])
 
+    async def has_record(self, tp: TopicPartition, offset: int) -> bool:
+        """Return whether the partition still holds the record at ``offset``.
+
+        Tansu 0.6 reports a partition's end offset as the base offset of its last
+        record batch plus one, which is below the true end after a batched send.
+        So an end offset below the stored position proves nothing by itself: the
+        topic was lost only if the last decided record is gone too.
+        """
+        reader = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            auto_offset_reset="none",
+        )
+        await reader.start()
+        try:
+            reader.assign([tp])
+            reader.seek(tp, offset)
+            batch = await reader.getmany(tp, timeout_ms=2_000, max_records=1)
+        except OffsetOutOfRangeError:
+            return False
+        finally:
+            await reader.stop()
+        return any(record.offset == offset for record in batch.get(tp, []))
+
+    async def commit_position(self, tp: TopicPartition, offset: int) -> None:
+        """Commit the stored position to Kafka, so lag tools see what is decided.
+
+        A member killed between storing a batch and committing it leaves Kafka's
+        offset behind the stored one; without this, the lag would not return to 0
+        until a new command arrives on that partition.
+        """
+        try:
+            await self.consumer.commit({tp: offset})
+        except KafkaError as error:
+            logger.warning(
+                "commit of partition %s offset %s failed: %r",
+                tp.partition,
+                offset,
+                error,
+            )
+
     async def seek_to_stored(self, tp: TopicPartition, end_offset: int) -> None:
         """Seek one partition, opening a new epoch when the topic was emptied."""
         recorder = self.decider.recorder
@@ -71,7 +119,7 @@ class PartitionPositions(ConsumerRebalanceListener):
         stored = await asyncio.to_thread(recorder.max_tracking_id, positions)
         next_offset = 0 if stored is None else stored + 1
 
-        if next_offset > end_offset:
+        if next_offset > end_offset and not await self.has_record(tp, next_offset - 1):
             logger.warning(
                 "partition %s ends at offset %s below the stored position %s: "
                 "the broker lost the topic, so epoch %s starts at offset 0",
@@ -86,6 +134,7 @@ class PartitionPositions(ConsumerRebalanceListener):
 
         self.tracking_names[tp.partition] = positions
         self.consumer.seek(tp, next_offset)
+        await self.commit_position(tp, next_offset)
         logger.info(
             "partition %s resumes at offset %s (%s)",
             tp.partition,
@@ -106,7 +155,12 @@ class CommandProcessor:
             debug_delay_ms=settings.PROCESSOR_DEBUG_DELAY_MS,
         )
         self.consumer = kafka.consumer(settings, settings.topic(PROCESSOR_GROUP))
-        self.positions = PartitionPositions(self.consumer, self.decider, self.topic)
+        self.positions = PartitionPositions(
+            self.consumer,
+            self.decider,
+            self.topic,
+            settings.require("KAFKA_BOOTSTRAP_SERVERS"),
+        )
         self.dead_letters = DeadLetterSender(settings, kafka.COMMANDS_DEAD_LETTER_TOPIC)
 
     async def run(self, stop: asyncio.Event) -> None:

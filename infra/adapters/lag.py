@@ -9,6 +9,7 @@ import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.structs import OffsetAndMetadata
 
 from infra.adapters import kafka
 from infra.adapters.settings import Settings
@@ -18,6 +19,17 @@ logger = logging.getLogger(__name__)
 # Consumer group names, before the stack's namespace prefix.
 PROCESSOR_GROUP = "booking-processor"
 PROJECTOR_GROUP = "projectors"
+
+
+def partition_lag(end_offset: int, committed: OffsetAndMetadata | None) -> int:
+    """Return the records of one partition after the committed offset.
+
+    NOTE: Tansu 0.6 reports the end offset as the base offset of the partition's
+    last record batch plus one, so after a batched send the lag reads low (and
+    below 0 before this clamp). Apache Kafka reports the true end offset.
+    """
+    position = committed.offset if committed is not None and committed.offset > 0 else 0
+    return max(end_offset - position, 0)
 
 
 async def consumer_lag(settings: Settings) -> dict[str, int]:
@@ -42,8 +54,7 @@ async def consumer_lag(settings: Settings) -> dict[str, int]:
                 settings.topic(group), partitions=partitions
             )
             lag[group] = sum(
-                ends[tp] - max(committed[tp].offset, 0) if tp in committed else ends[tp]
-                for tp in partitions
+                partition_lag(ends[tp], committed.get(tp)) for tp in partitions
             )
         return lag
     finally:

@@ -214,6 +214,7 @@ class TestProcessorRestart:
 
         def caught_up() -> bool:
             lag = httpx.get(f"{stack.api}/lag", timeout=15).json()
+            print("lag:", lag)  # shown by pytest when the wait fails
             return lag == {"booking-processor": 0, "projectors": 0}
 
         wait_for(caught_up, 60, "GET /lag did not return to 0")

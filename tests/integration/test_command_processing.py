@@ -9,9 +9,10 @@ from eventsourcing.persistence import IntegrityError
 
 from commands.decider import BookingDecider, CommandBatch
 from commands.processor import CommandProcessor
+from domain.commands import BookSeats, encode_command
 from domain.showtime import Showtime
 from infra.adapters import kafka
-from infra.adapters.event_store import EventStoreReader, postgres_env
+from infra.adapters.event_store import EventStoreReader, postgres_env, read_epoch
 from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
 from tests.integration.helpers import (
@@ -191,6 +192,27 @@ class TestCommandProcessor:
         expected = [c.booking_id for c in first + second]
         assert decided_bookings(settings, showtime_id) == expected
 
+    async def test_batched_sends_keep_the_epoch(self, settings: Settings) -> None:
+        await asyncio.to_thread(prepare_store, settings)
+        showtime_id = await asyncio.to_thread(schedule_showtime, settings)
+        commands = [booking(showtime_id, f"H{n}") for n in range(1, 11)]
+        late = booking(showtime_id, "J1")
+
+        async with running(CommandProcessor(settings)):
+            await send_batched(settings, commands)
+            await eventually(lambda: len(decided_bookings(settings, showtime_id)) == 10)
+        # Tansu now reports an end offset below the stored position.
+        restarted = CommandProcessor(settings)
+        async with running(restarted):
+            await eventually(lambda: restarted.positions.tracking_names, timeout=60)
+            await send_commands(settings, [late])
+            await eventually(
+                lambda: late.booking_id in decided_bookings(settings, showtime_id)
+            )
+
+        assert len(decided_bookings(settings, showtime_id)) == 11
+        assert current_epochs(settings) == {0}
+
     async def test_emptied_topic_opens_new_epoch(self, settings: Settings) -> None:
         await asyncio.to_thread(prepare_store, settings)
         showtime_id = await asyncio.to_thread(schedule_showtime, settings)
@@ -207,6 +229,34 @@ class TestCommandProcessor:
             await eventually(
                 lambda: decided_bookings(settings, showtime_id) == [command.booking_id]
             )
+
+
+async def send_batched(settings: Settings, commands: list[BookSeats]) -> None:
+    """Send commands in one produce batch, as a busy API does."""
+    producer = kafka.producer(settings, linger_ms=100)
+    await producer.start()
+    try:
+        topic = settings.topic(kafka.COMMANDS_TOPIC)
+        sends = [
+            await producer.send(topic, encode_command(c), key=c.showtime_id.encode())
+            for c in commands
+        ]
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+
+
+def current_epochs(settings: Settings) -> set[int]:
+    """Return the epochs of every command partition."""
+    reader = EventStoreReader(env=postgres_env(settings.require("POSTGRES_URL")))
+    try:
+        topic = settings.topic(kafka.COMMANDS_TOPIC)
+        return {
+            read_epoch(reader.tracking_recorder, f"{topic}.{partition}")
+            for partition in range(settings.COMMAND_PARTITIONS)
+        }
+    finally:
+        reader.close()
 
 
 def caught_up(settings: Settings) -> dict[str, int] | None:
