@@ -12,7 +12,13 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 
-from domain.catalog import RejectedRecord, parse_feed
+from domain.catalog import (
+    IgnoredValue,
+    RejectedRecord,
+    find_ignored_values,
+    parse_feed,
+    parse_record,
+)
 from domain.movie import Movie, MovieDetails, movie_id
 
 logger = logging.getLogger(__name__)
@@ -32,6 +38,7 @@ class ImportReport:
     revised: int = 0
     unchanged: int = 0
     rejected: list[RejectedRecord] = field(default_factory=list)
+    ignored: list[IgnoredValue] = field(default_factory=list)
     movies: list[tuple[UUID, MovieDetails]] = field(default_factory=list)
 
 
@@ -45,6 +52,7 @@ class Catalog(Application):
         """Register new films and revise changed ones; report every rejected record."""
         details, rejected = parse_feed(records)
         report = ImportReport(rejected=rejected)
+        report.ignored = ignored_values(records, rejected)
         pending: list[Movie] = []
 
         for movie in details:
@@ -84,6 +92,21 @@ class Catalog(Application):
             return existing
         report.unchanged += 1
         return None
+
+
+def ignored_values(
+    records: list[object], rejected: list[RejectedRecord]
+) -> list[IgnoredValue]:
+    """Return the unusable values of every record that was not rejected."""
+    skipped = {r.index for r in rejected}
+    ignored: list[IgnoredValue] = []
+    for index, record in enumerate(records):
+        if index in skipped:
+            continue
+        details = parse_record(index, record)
+        if not isinstance(details, RejectedRecord):
+            ignored += find_ignored_values(index, record, details)
+    return ignored
 
 
 def read_feed(path: Path) -> list[object]:

@@ -10,6 +10,7 @@ decided late by a member that lost its partition, is never applied twice.
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import singledispatchmethod
 from typing import Any
 from uuid import UUID
@@ -18,7 +19,7 @@ from eventsourcing.application import AggregateNotFoundError, ProcessingEvent
 from eventsourcing.persistence import Tracking
 from eventsourcing.projection import EventSourcedProjection
 
-from commands.handlers import handle
+from commands.handlers import DecisionRules, handle
 from domain.commands import Command
 from domain.showtime import Showtime
 
@@ -72,13 +73,14 @@ class BookingDecider(EventSourcedProjection[UUID]):
     ) -> None:
         """Decide each command of the batch and collect the showtimes' new events."""
         batch: CommandBatch = domain_event
+        rules = DecisionRules(self.max_seats, now=datetime.now(UTC))
         changed: dict[str, Showtime] = {}
         for offset, command in batch.commands:
             showtime = self.load_showtime(command.showtime_id)
             if showtime is None:
                 batch.unknown_showtimes.append((offset, command))
                 continue
-            if handle(showtime, command, self.max_seats):
+            if handle(showtime, command, rules):
                 changed[command.showtime_id] = showtime
 
         if self.debug_delay_ms and batch.commands:

@@ -7,6 +7,8 @@ batch of commands at once.
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from domain.commands import BookSeats, CancelBooking, Command
@@ -16,7 +18,15 @@ from domain.showtime import Showtime
 logger = logging.getLogger(__name__)
 
 
-def book_seats(showtime: Showtime, command: BookSeats, max_seats: int) -> bool:
+@dataclass(frozen=True)
+class DecisionRules:
+    """Limits and the clock reading that one batch of commands is decided with."""
+
+    max_seats: int
+    now: datetime
+
+
+def book_seats(showtime: Showtime, command: BookSeats, rules: DecisionRules) -> bool:
     """Book the seats, or record the rejection; skip a booking already decided."""
     if showtime.has_decided(command.booking_id):
         logger.warning(
@@ -31,12 +41,15 @@ def book_seats(showtime: Showtime, command: BookSeats, max_seats: int) -> bool:
         command.seats,
         command.wheelchair_spaces,
         command.payment_method,
-        max_seats,
+        rules.max_seats,
+        now=rules.now,
     )
     return True
 
 
-def cancel_booking(showtime: Showtime, command: CancelBooking, max_seats: int) -> bool:
+def cancel_booking(
+    showtime: Showtime, command: CancelBooking, rules: DecisionRules
+) -> bool:
     """Release the booking's seats; a repeated or unknown cancellation does nothing."""
     try:
         showtime.cancel_booking(command.booking_id)
@@ -51,12 +64,12 @@ def cancel_booking(showtime: Showtime, command: CancelBooking, max_seats: int) -
     return True
 
 
-HANDLERS: dict[type, Callable[[Showtime, Any, int], bool]] = {
+HANDLERS: dict[type, Callable[[Showtime, Any, DecisionRules], bool]] = {
     BookSeats: book_seats,
     CancelBooking: cancel_booking,
 }
 
 
-def handle(showtime: Showtime, command: Command, max_seats: int) -> bool:
+def handle(showtime: Showtime, command: Command, rules: DecisionRules) -> bool:
     """Decide one command with its registered handler."""
-    return HANDLERS[type(command)](showtime, command, max_seats)
+    return HANDLERS[type(command)](showtime, command, rules)

@@ -2,7 +2,7 @@
 
 import logging
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -48,6 +48,10 @@ class UnknownMovieError(Exception):
     """Raised when a showtime is scheduled for a movie the catalogue does not have."""
 
 
+class PastStartError(ValueError):
+    """Raised when a showtime is scheduled to start in the past."""
+
+
 class Scheduler(Application):
     """Writes Showtime aggregates to the event store."""
 
@@ -58,6 +62,11 @@ class Scheduler(Application):
         self, movie_id: UUID, auditorium: Auditorium, starts_at: datetime
     ) -> UUID:
         """Schedule a showtime and return its id; scheduling it again does nothing."""
+        if starts_at <= datetime.now(UTC):
+            start = starts_at.isoformat()
+            msg = f"start {start} is in the past: its bookings would be closed"
+            raise PastStartError(msg)
+
         try:
             movie: object = self.repository.get(movie_id)
         except AggregateNotFoundError as error:

@@ -49,6 +49,49 @@ def parse_record(index: int, record: object) -> MovieDetails | RejectedRecord:
     )
 
 
+# Feed keys and the MovieDetails fields they fill.
+FEED_FIELDS = {
+    "Release Date": "release_date",
+    "Major Genre": "genre",
+    "Running Time min": "running_time_min",
+    "Director": "director",
+    "MPAA Rating": "mpaa_rating",
+    "IMDB Rating": "imdb_rating",
+    "IMDB Votes": "imdb_votes",
+    "Distributor": "distributor",
+}
+
+
+@dataclass(frozen=True)
+class IgnoredValue:
+    """A value of an imported record that was not usable and was left empty."""
+
+    index: int
+    key: str
+    value: str
+
+
+def find_ignored_values(
+    index: int, record: object, details: MovieDetails
+) -> list[IgnoredValue]:
+    """Return the record's non-null values that parsing had to leave empty."""
+    if not isinstance(record, dict):
+        return []
+
+    ignored = []
+    for key, field_name in FEED_FIELDS.items():
+        value = record.get(key)
+        if value is not None and getattr(details, field_name) is None:
+            ignored.append(IgnoredValue(index, key, short_repr(value)))
+    return ignored
+
+
+def short_repr(value: object) -> str:
+    """Return ``repr(value)``, cut to 60 characters for reports."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def parse_title(value: object) -> str | RejectedRecord:
     """Return the title as text; integer titles such as 1776 are real film names."""
     if value is None:

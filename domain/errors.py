@@ -30,6 +30,12 @@ class TooManySeatsError(BookingError):
     code = "too_many_seats"
 
 
+class ShowtimeStartedError(BookingError):
+    """Raised when a booking arrives at or after the showtime's start."""
+
+    code = "showtime_started"
+
+
 class BookingNotFoundError(BookingError):
     """Raised when a command names a booking its showtime has not sold."""
 

@@ -12,14 +12,14 @@ layout string read left to right:
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 SEAT_ID = re.compile(r"(?P<row>[A-Z]{1,2})(?P<number>[1-9][0-9]{0,2})")
 LAYOUT = re.compile(r"[sw.|]+")
 ROW_LABEL = re.compile(r"[A-Z]{1,2}")
 
 
-class SeatKind(str, Enum):
+class SeatKind(StrEnum):
     """Kind of a numbered position: a seat, a wheelchair space or a gap."""
 
     STANDARD = "standard"

@@ -18,6 +18,7 @@ from domain.errors import (
     BookingNotFoundError,
     InvalidSeatsError,
     SeatUnavailableError,
+    ShowtimeStartedError,
     TooManySeatsError,
 )
 from domain.seating import SeatMap, find_seat_problems
@@ -106,11 +107,13 @@ class Showtime(Aggregate):
         wheelchair_spaces: list[str],
         payment_method: str,
         max_seats: int,
+        *,
+        now: datetime,
     ) -> None:
         """Book every requested seat, or record why the booking is rejected."""
         try:
             self.book_seats(
-                booking_id, seats, wheelchair_spaces, payment_method, max_seats
+                booking_id, seats, wheelchair_spaces, payment_method, max_seats, now=now
             )
         except BookingError as error:
             self._reject_booking(
@@ -130,11 +133,17 @@ class Showtime(Aggregate):
         wheelchair_spaces: list[str],
         payment_method: str,
         max_seats: int,
+        *,
+        now: datetime,
     ) -> None:
-        """Book all the requested seats or none, raising BookingError when it can't."""
+        """Book all the requested seats or none, raising BookingError when it can't.
+
+        ``now`` is the time of the decision: bookings close when the showtime starts.
+        """
         if self.has_decided(booking_id):
             raise ValueError(f"booking {booking_id} was already decided")
 
+        self.check_not_started(now)
         self.check_seat_count(seats, wheelchair_spaces, max_seats)
         self.check_seats_on_map(seats, wheelchair_spaces)
         self.check_seats_free(seats + wheelchair_spaces)
@@ -152,6 +161,14 @@ class Showtime(Aggregate):
             )
 
         self._cancel_booking(booking_id, self.bookings[booking_id])
+
+    def check_not_started(self, now: datetime) -> None:
+        """Raise when the showtime has started, because bookings close then."""
+        if now >= self.starts_at:
+            msg = (
+                f"showtime started at {self.starts_at.isoformat()}: bookings are closed"
+            )
+            raise ShowtimeStartedError(msg)
 
     def check_seat_count(
         self, seats: list[str], wheelchair_spaces: list[str], max_seats: int

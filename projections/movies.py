@@ -41,8 +41,10 @@ class MovieProjection:
         fields["version"] = event.originator_version
         writes.update(MOVIES, movie_id, {"$set": fields})
         writes.movies.add(movie_id)
+        title = str(fields["title"]) if fields.get("title") is not None else None
+        writes.movie_titles[movie_id] = title
 
         # Showtimes carry the title; one may have been projected before its movie,
         # because movie and showtime events travel in different partitions.
-        title = {"$set": {"movieTitle": fields.get("title")}}
-        writes.update_many(SHOWTIMES, {"movieId": movie_id}, title)
+        update = {"$set": {"movieTitle": title}}
+        writes.update_many(SHOWTIMES, {"movieId": movie_id}, update)

@@ -80,6 +80,8 @@ class Projector:
         self.db: Database = mongo.database(settings)
         self.redis = cache.client(settings)
         self.keys = cache.Keys(settings.redis_prefix)
+        # Keys whose deletion failed while Redis was unavailable, to retry.
+        self.stale_keys: set[str] = set()
         self.store = EventStoreReader(
             env=postgres_env(settings.require("POSTGRES_URL"))
         )
@@ -172,15 +174,36 @@ class Projector:
             )
 
     def drop_cached_views(self, writes: BatchWrites) -> None:
-        """Delete the Redis copies of the views this batch changes."""
-        keys = [self.keys.seat_map(i) for i in writes.showtimes]
-        keys += [self.keys.ticket(i) for i in writes.bookings]
-        keys += [self.keys.movie(i) for i in writes.movies]
-        if keys:
-            self.redis.delete(*keys)
+        """Delete the Redis copies of the views this batch changes.
+
+        Redis only speeds up reads, so its failure must not stop the read models:
+        keys that could not be deleted are kept and deleted with the next batch.
+        """
+        keys = {self.keys.seat_map(i) for i in writes.showtimes}
+        keys |= {self.keys.ticket(i) for i in writes.bookings}
+        keys |= {self.keys.movie(i) for i in writes.movies}
+        keys |= self.stale_keys
+        if not keys:
+            return
+
+        try:
+            self.redis.delete(*sorted(keys))
+        except redis.RedisError as error:
+            self.stale_keys = keys
+            logger.warning(
+                "Redis unavailable, %s cached views left to delete: %r",
+                len(keys),
+                error,
+            )
+            return
+        self.stale_keys.clear()
 
     def refresh_cached_views(self, writes: BatchWrites) -> None:
         """Encode the changed views into Redis and invalidate cached list queries."""
+        if self.stale_keys:
+            # Redis failed before the transaction; the API reads MongoDB meanwhile.
+            return
+
         pipe = self.redis.pipeline(transaction=False)
         for doc in self.find(SHOWTIMES, writes.showtimes):
             pipe.set(
@@ -200,7 +223,10 @@ class Projector:
             pipe.incr(self.keys.generation(MOVIES))
         if writes.showtimes or writes.movies:
             pipe.incr(self.keys.generation(SHOWTIMES))
-        pipe.execute()
+        try:
+            pipe.execute()
+        except redis.RedisError as error:
+            logger.warning("Redis unavailable, cached views not refreshed: %r", error)
 
     def find(self, collection: str, ids: set[str]) -> list[dict[str, Any]]:
         """Return the documents with these ids."""

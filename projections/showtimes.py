@@ -23,9 +23,8 @@ class ShowtimeProjection:
         """Apply one event; events of other aggregates are ignored."""
         showtime_id = str(event.originator_id)
         if isinstance(event, Showtime.Scheduled):
-            writes.update(
-                SHOWTIMES, showtime_id, {"$set": self.scheduled_fields(event)}
-            )
+            fields = self.scheduled_fields(event, writes)
+            writes.update(SHOWTIMES, showtime_id, {"$set": fields})
         elif isinstance(event, Showtime.SeatsBooked):
             seats = event.seats + event.wheelchair_spaces
             sold = {f"sold.{seat}": event.booking_id for seat in seats}
@@ -41,14 +40,21 @@ class ShowtimeProjection:
         )
         writes.showtimes.add(showtime_id)
 
-    def scheduled_fields(self, event: Showtime.Scheduled) -> dict[str, Any]:
+    def scheduled_fields(
+        self, event: Showtime.Scheduled, writes: BatchWrites
+    ) -> dict[str, Any]:
         """Return the whole document of a newly scheduled showtime."""
         rows = [list(row) for row in event.rows]
         seat_map = SeatMap(tuple((label, layout) for label, layout in rows))
-        movie = self.db[MOVIES].find_one({"_id": event.movie_id}, {"title": 1}) or {}
+        # The movie may be in this batch, whose writes MongoDB does not show yet.
+        if event.movie_id in writes.movie_titles:
+            title = writes.movie_titles[event.movie_id]
+        else:
+            movie = self.db[MOVIES].find_one({"_id": event.movie_id}, {"title": 1})
+            title = (movie or {}).get("title")
         return {
             "movieId": event.movie_id,
-            "movieTitle": movie.get("title"),
+            "movieTitle": title,
             "auditoriumId": event.auditorium_id,
             "auditoriumName": event.auditorium_name,
             "startsAt": event.starts_at.astimezone(UTC),

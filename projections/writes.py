@@ -14,6 +14,8 @@ class BatchWrites:
     showtimes: set[str] = field(default_factory=set)
     bookings: set[str] = field(default_factory=set)
     movies: set[str] = field(default_factory=set)
+    # Titles of the movies this batch registers or revises, by movie id.
+    movie_titles: dict[str, str | None] = field(default_factory=dict)
 
     def update(self, collection: str, doc_id: str, update: dict[str, Any]) -> None:
         """Queue an update of one document, creating it when it is missing."""

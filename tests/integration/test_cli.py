@@ -87,3 +87,20 @@ class TestSchedule:
         assert first.returncode == 0, first.stderr
         assert again.stdout == first.stdout
         assert len(first.stdout.strip()) == 36
+
+    def test_past_start_is_rejected(self, settings: Settings) -> None:
+        boxoffice(settings, "import-movies", str(CATALOG_PATH))
+
+        result = boxoffice(
+            settings,
+            "schedule",
+            "--movie-id",
+            "3da78366-5a0c-5ac1-acda-288c29e64313",
+            "--auditorium",
+            "hall-1",
+            "--starts-at",
+            "2020-01-01T19:00:00+00:00",
+        )
+
+        assert result.returncode == 2
+        assert "is in the past" in result.stderr

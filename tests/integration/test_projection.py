@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -9,10 +11,13 @@ import redis
 
 from commands.processor import CommandProcessor
 from commands.relay import EventRelay
+from domain.movie import Movie
+from domain.showtime import Showtime
 from infra.adapters import cache, kafka, mongo
 from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
-from projections.projector import ProjectorRunner
+from infra.runtime.embedded import free_port
+from projections.projector import Envelope, Projector, ProjectorRunner
 from projections.views import BOOKINGS, MOVIES, SHOWTIMES
 from tests.integration.helpers import (
     booking,
@@ -196,3 +201,63 @@ def dead_letters(settings: Settings, count: int) -> list[Any] | None:
     """Return the events' dead letters once there are at least ``count``."""
     records = asyncio.run(read_topic(settings, kafka.EVENTS_DEAD_LETTER_TOPIC))
     return records if len(records) >= count else None
+
+
+def envelopes_of(*aggregates: Any) -> list[Envelope]:
+    """Return the pending events of in-memory aggregates as published envelopes."""
+    return [
+        Envelope(str(event.originator_id), event.originator_version, event)
+        for aggregate in aggregates
+        for event in aggregate.collect_events()
+    ]
+
+
+def new_showtime(movie_id: str) -> Showtime:
+    """Return an in-memory showtime in Hall 1 for ``movie_id``."""
+    return Showtime(
+        movie_id=movie_id,
+        auditorium_id="hall-1",
+        auditorium_name="Hall 1",
+        starts_at=datetime(2030, 1, 1, 19, tzinfo=UTC),
+        rows=[["A", "sssss|sssss"]],
+    )
+
+
+class TestProjectorBatch:
+    def test_title_from_same_batch_is_used(self, settings: Settings) -> None:
+        movie = Movie(details={"title": "Alien", "release_date": "1979-05-25"})
+        showtime = new_showtime(str(movie.id))
+        projector = Projector(settings)
+
+        projector.apply_batch(envelopes_of(movie, showtime))
+
+        doc = find(settings, SHOWTIMES, str(showtime.id))
+        projector.close()
+        assert doc is not None
+        assert doc["movieTitle"] == "Alien"
+
+    def test_read_models_advance_while_redis_is_down(self, settings: Settings) -> None:
+        closed_port = free_port()
+        offline = settings.model_copy(
+            update={"REDIS_URL": f"redis://127.0.0.1:{closed_port}/0"}
+        )
+        showtime = new_showtime(str(uuid.uuid4()))
+        showtime.decide_booking(
+            str(uuid.uuid4()),
+            ["A1"],
+            [],
+            "card",
+            10,
+            now=datetime(2029, 1, 1, tzinfo=UTC),
+        )
+        projector = Projector(offline)
+
+        applied = projector.apply_batch(envelopes_of(showtime))
+
+        stale = set(projector.stale_keys)
+        projector.close()
+        doc = find(settings, SHOWTIMES, str(showtime.id))
+        assert applied == 2
+        assert doc is not None
+        assert list(doc["sold"]) == ["A1"]
+        assert cache.Keys(offline.redis_prefix).seat_map(str(showtime.id)) in stale

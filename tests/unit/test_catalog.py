@@ -9,7 +9,12 @@ from eventsourcing.application import Application
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.catalog import RejectedRecord, parse_feed, parse_record
+from domain.catalog import (
+    RejectedRecord,
+    find_ignored_values,
+    parse_feed,
+    parse_record,
+)
 from domain.movie import Movie, MovieDetails, movie_id
 from tests.conftest import CATALOG_PATH
 
@@ -386,3 +391,42 @@ class TestRegisterMovie:
         assert movie.revise(changed) is True
         assert movie.details["director"] == "Christopher Menaul"
         assert movie.version == 2
+
+
+class TestIgnoredValues:
+    def test_unusable_values_are_listed(self) -> None:
+        record = {
+            "Title": "Heat",
+            "Running Time min": -5,
+            "IMDB Rating": "NaN",
+            "Major Genre": 7,
+            "Director": "Michael Mann",
+        }
+        details = parse_record(4, record)
+        assert isinstance(details, MovieDetails)
+
+        ignored = find_ignored_values(4, record, details)
+
+        assert [(i.index, i.key) for i in ignored] == [
+            (4, "Major Genre"),
+            (4, "Running Time min"),
+            (4, "IMDB Rating"),
+        ]
+        assert ignored[1].value == "-5"
+
+    def test_null_values_are_not_listed(self) -> None:
+        record = {"Title": "Heat", "Director": None}
+        details = parse_record(0, record)
+        assert isinstance(details, MovieDetails)
+
+        assert find_ignored_values(0, record, details) == []
+
+    def test_long_values_are_shortened(self) -> None:
+        record = {"Title": "Heat", "Release Date": "x" * 500}
+        details = parse_record(0, record)
+        assert isinstance(details, MovieDetails)
+
+        (ignored,) = find_ignored_values(0, record, details)
+
+        assert len(ignored.value) == 60
+        assert ignored.value.endswith("...")

@@ -10,6 +10,7 @@ from domain.errors import (
     BookingAlreadyCancelledError,
     BookingNotFoundError,
     SeatUnavailableError,
+    ShowtimeStartedError,
     TooManySeatsError,
 )
 from domain.showtime import Showtime, showtime_id
@@ -17,6 +18,8 @@ from domain.showtime import Showtime, showtime_id
 pytestmark = pytest.mark.unit
 
 STARTS_AT = datetime(2025, 3, 14, 19, 30, tzinfo=UTC)
+# The decision time of every booking below, unless a test says otherwise.
+BEFORE = STARTS_AT - timedelta(hours=1)
 MAX_SEATS = 10
 
 # Rows A to M with ten seats each and an aisle between seats 5 and 6. Row N has two
@@ -38,7 +41,7 @@ def book(
     max_seats: int = MAX_SEATS,
 ) -> None:
     showtime.decide_booking(
-        booking_id, seats, wheelchair_spaces or [], "card", max_seats
+        booking_id, seats, wheelchair_spaces or [], "card", max_seats, now=BEFORE
     )
 
 
@@ -130,7 +133,7 @@ class TestBookSeats:
         book(showtime, "b1", ["C7"])
 
         with pytest.raises(SeatUnavailableError) as caught:
-            showtime.book_seats("b2", ["C7", "C8"], [], "card", MAX_SEATS)
+            showtime.book_seats("b2", ["C7", "C8"], [], "card", MAX_SEATS, now=BEFORE)
         assert caught.value.seats == ("C7",)
         assert not showtime.has_decided("b2")
 
@@ -167,7 +170,7 @@ class TestBookSeats:
         showtime = schedule()
 
         with pytest.raises(TooManySeatsError):
-            showtime.book_seats("b1", ["A1", "A2"], ["N1"], "card", 2)
+            showtime.book_seats("b1", ["A1", "A2"], ["N1"], "card", 2, now=BEFORE)
 
     def test_limit_counts_distinct_seats(self) -> None:
         showtime = schedule()
@@ -192,7 +195,7 @@ class TestBookSeats:
         version = showtime.version
 
         with pytest.raises(ValueError, match="already decided"):
-            showtime.book_seats("b1", ["A2"], [], "card", MAX_SEATS)
+            showtime.book_seats("b1", ["A2"], [], "card", MAX_SEATS, now=BEFORE)
         assert showtime.version == version
         assert showtime.sold == {"A1": "b1"}
 
@@ -330,3 +333,30 @@ class TestReloadShowtime:
 
         with pytest.raises(ValueError, match="already decided"):
             book(reloaded, "b3", ["C1"])
+
+
+class TestBookingWindow:
+    def test_booking_at_start_is_rejected(self) -> None:
+        showtime = schedule()
+
+        showtime.decide_booking("b1", ["A1"], [], "card", MAX_SEATS, now=STARTS_AT)
+
+        event = last_event(showtime)
+        assert isinstance(event, Showtime.BookingRejected)
+        assert event.code == "showtime_started"
+        assert "A1" not in showtime.sold
+
+    def test_booking_after_start_raises(self) -> None:
+        showtime = schedule()
+        late = STARTS_AT + timedelta(minutes=1)
+
+        with pytest.raises(ShowtimeStartedError, match="bookings are closed"):
+            showtime.book_seats("b1", ["A1"], [], "card", MAX_SEATS, now=late)
+
+    def test_booking_just_before_start_is_accepted(self) -> None:
+        showtime = schedule()
+        just_before = STARTS_AT - timedelta(seconds=1)
+
+        showtime.decide_booking("b1", ["A1"], [], "card", MAX_SEATS, now=just_before)
+
+        assert showtime.sold == {"A1": "b1"}

@@ -7,7 +7,7 @@ stored so far must rebuild the same state.
 """
 
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from eventsourcing.application import Application
@@ -19,6 +19,10 @@ from domain.errors import BookingAlreadyCancelledError, BookingNotFoundError
 from domain.showtime import Showtime
 
 pytestmark = pytest.mark.unit
+
+STARTS_AT = datetime(2025, 3, 14, 19, 30, tzinfo=UTC)
+# Every booking is decided an hour before the start.
+BEFORE = STARTS_AT - timedelta(hours=1)
 
 # Row A: seats A1 A2 | A3, gap A4, wheelchair space A5.
 # Row B: seat B1, wheelchair space B2 | seats B3 B4.
@@ -62,7 +66,7 @@ class ShowtimeMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.app = Application(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
-        starts_at = datetime(2025, 3, 14, 19, 30, tzinfo=UTC)
+        starts_at = STARTS_AT
         self.showtime = Showtime("movie-1", "hall-1", "Hall 1", starts_at, ROWS)
         self.model_sold: dict[str, str] = {}
         self.model_bookings: dict[str, list[str]] = {}
@@ -88,14 +92,14 @@ class ShowtimeMachine(RuleBasedStateMachine):
         if booking_id in self.model_decided:
             with pytest.raises(ValueError, match="already decided"):
                 self.showtime.decide_booking(
-                    booking_id, seats, wheelchair_spaces, "card", max_seats
+                    booking_id, seats, wheelchair_spaces, "card", max_seats, now=BEFORE
                 )
             assert self.showtime.version == version_before
             assert self.showtime.sold == sold_before
             return
 
         self.showtime.decide_booking(
-            booking_id, seats, wheelchair_spaces, "card", max_seats
+            booking_id, seats, wheelchair_spaces, "card", max_seats, now=BEFORE
         )
         decision = self.showtime.pending_events[-1]
         sold_after = self.showtime.sold
