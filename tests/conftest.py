@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+import pymongo
 import pytest
+import redis
 from psycopg import sql
 
 from infra.adapters.settings import Settings
@@ -91,10 +93,13 @@ def postgres_url(service_urls: dict[str, str]) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(service_urls: dict[str, str], postgres_url: str) -> Settings:
-    """Settings for one test: real servers, fresh database, topics and keys."""
+def settings(service_urls: dict[str, str], postgres_url: str) -> Iterator[Settings]:
+    """Settings for one test: real servers, fresh database, topics and keys.
+
+    The test's Redis keys and MongoDB database are deleted after it.
+    """
     namespace = fresh_name("t")
-    return Settings(
+    test_settings = Settings(
         POSTGRES_URL=postgres_url,
         REDIS_URL=service_urls["redis"],
         KAFKA_BOOTSTRAP_SERVERS=service_urls["kafka"],
@@ -104,6 +109,27 @@ def settings(service_urls: dict[str, str], postgres_url: str) -> Settings:
         COMMAND_PARTITIONS=4,
         EVENT_PARTITIONS=4,
     )
+    yield test_settings
+    delete_test_data(test_settings)
+
+
+def delete_test_data(settings: Settings) -> None:
+    """Delete one test's Redis keys and MongoDB database."""
+    client = redis.Redis.from_url(settings.require("REDIS_URL"))
+    try:
+        keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])
+    finally:
+        client.close()
+
+    mongo_client: pymongo.MongoClient = pymongo.MongoClient(
+        settings.require("MONGODB_URL"), serverSelectionTimeoutMS=5000
+    )
+    try:
+        mongo_client.drop_database(settings.MONGODB_DATABASE)
+    finally:
+        mongo_client.close()
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
