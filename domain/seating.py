@@ -11,8 +11,11 @@ layout string read left to right:
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property, lru_cache
+from types import MappingProxyType
 
 SEAT_ID = re.compile(r"(?P<row>[A-Z]{1,2})(?P<number>[1-9][0-9]{0,2})")
 LAYOUT = re.compile(r"[sw.|]+")
@@ -56,11 +59,31 @@ class SeatMap:
 
     def positions(self) -> list[Position]:
         """Return every numbered position, row by row, left to right."""
-        return [p for label, layout in self.rows for p in row_positions(label, layout)]
+        return list(self._positions)
 
-    def seat_kinds(self) -> dict[str, SeatKind]:
+    def seat_kinds(self) -> Mapping[str, SeatKind]:
         """Return the kind of every bookable seat (gaps left out), by seat id."""
-        return {p.seat_id: p.kind for p in self.positions() if p.kind != SeatKind.GAP}
+        return MappingProxyType(self._seat_kinds)
+
+    def gap_ids(self) -> frozenset[str]:
+        """Return the ids of the numbered positions that hold no seat."""
+        return self._gap_ids
+
+    # A seat map never changes, and checking a booking reads it whole, so the
+    # numbering is computed once per map rather than once per command.
+    @cached_property
+    def _positions(self) -> tuple[Position, ...]:
+        return tuple(
+            p for label, layout in self.rows for p in row_positions(label, layout)
+        )
+
+    @cached_property
+    def _seat_kinds(self) -> dict[str, SeatKind]:
+        return {p.seat_id: p.kind for p in self._positions if p.kind != SeatKind.GAP}
+
+    @cached_property
+    def _gap_ids(self) -> frozenset[str]:
+        return frozenset(p.seat_id for p in self._positions if p.kind == SeatKind.GAP)
 
     def capacity(self) -> int:
         """Return the number of bookable seats and wheelchair spaces."""
@@ -116,7 +139,7 @@ def find_seat_problems(
     booking.
     """
     kinds = seat_map.seat_kinds()
-    gaps = {p.seat_id for p in seat_map.positions() if p.kind == SeatKind.GAP}
+    gaps = seat_map.gap_ids()
     problems: list[SeatProblem] = []
     seen: set[str] = set()
 
@@ -133,8 +156,8 @@ def find_seat_problems(
 def seat_id_problem(
     seat_id: str,
     wanted: SeatKind,
-    kinds: dict[str, SeatKind],
-    gaps: set[str],
+    kinds: Mapping[str, SeatKind],
+    gaps: frozenset[str],
     seen: set[str],
 ) -> str | None:
     """Return why one requested seat id cannot be booked, or None when it can."""
@@ -155,3 +178,9 @@ def seat_id_problem(
     if kind != SeatKind.WHEELCHAIR and wanted == SeatKind.WHEELCHAIR:
         return "seat is not a wheelchair space: request it in seats"
     return None
+
+
+@lru_cache(maxsize=4096)
+def seat_map_of(rows: tuple[tuple[str, str], ...]) -> SeatMap:
+    """Return the SeatMap of ``rows``, built once for each distinct layout."""
+    return SeatMap(rows)

@@ -21,7 +21,7 @@ from domain.errors import (
     ShowtimeStartedError,
     TooManySeatsError,
 )
-from domain.seating import SeatMap, find_seat_problems
+from domain.seating import SeatMap, find_seat_problems, seat_map_of
 
 SHOWTIME_NAMESPACE = UUID("6f1b9a44-3c55-4f3e-9a55-2f0f0c1e7d21")
 
@@ -94,7 +94,7 @@ class Showtime(Aggregate):
     @property
     def seat_map(self) -> SeatMap:
         """Return the auditorium's seat map."""
-        return SeatMap(tuple((label, layout) for label, layout in self.rows))
+        return seat_map_of(tuple((label, layout) for label, layout in self.rows))
 
     def has_decided(self, booking_id: str) -> bool:
         """Return whether a booking with this id was already booked or rejected."""

@@ -26,6 +26,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import TopicError
+from pymongo import UpdateOne
 from pymongo.client_session import ClientSession
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
@@ -165,13 +166,14 @@ class Projector:
         for collection, operations in writes.updates.items():
             self.db[collection].bulk_write(operations, ordered=True, session=session)
 
-        for originator_id, version in positions.items():
-            self.db[POSITIONS].update_one(
-                {"_id": originator_id},
-                {"$max": {"version": version}},
-                upsert=True,
-                session=session,
+        moves = [
+            UpdateOne(
+                {"_id": originator_id}, {"$max": {"version": version}}, upsert=True
             )
+            for originator_id, version in positions.items()
+        ]
+        if moves:
+            self.db[POSITIONS].bulk_write(moves, ordered=False, session=session)
 
     def drop_cached_views(self, writes: BatchWrites) -> None:
         """Delete the Redis copies of the views this batch changes.
