@@ -7,13 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from infra.adapters import cache, kafka, mongo
 from infra.adapters.cache import Keys
 from infra.adapters.settings import Settings, get_settings
 from read_api.body_limit import BodySizeLimitMiddleware
-from read_api.deps import Resources
+from read_api.deps import Resources, reject_repeated_query_parameters
 from read_api.errors import install_error_handlers
 from read_api.routes import bookings, health, movies, showtimes
 
@@ -28,12 +28,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Browse movies and showtimes, book and cancel tickets",
         version="0.1.0",
         lifespan=lifespan,
+        dependencies=[Depends(reject_repeated_query_parameters)],
     )
     app.state.settings = settings
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.API_MAX_BODY_BYTES)
     install_error_handlers(app)
-    for module in (movies, showtimes, bookings, health):
-        app.include_router(module.router)
+    app.include_router(movies.router)
+    app.include_router(showtimes.router)
+    app.include_router(bookings.build_router(settings))
+    app.include_router(health.router)
     return app
 
 

@@ -7,8 +7,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from projections.views import TicketStatus, View
 
-# The largest MAX_SEATS_PER_BOOKING that Settings accepts. The configured limit is
-# checked after parsing, so this bound only keeps absurd lists out of the parser.
+# The largest MAX_SEATS_PER_BOOKING that Settings accepts. The booking route rejects
+# longer lists with the configured limit before the model validates them (see
+# seat_checks.check_seat_list_lengths), so this cap only bounds validation where
+# the model is used on its own.
 MAX_SEAT_ENTRIES = 100
 # The longest seat id is a two-letter row and a three-digit number, so longer
 # entries are rejected by length first.
@@ -43,7 +45,8 @@ class BookTicketsBody(BaseModel):
     seats: list[SeatIdText] = Field(
         max_length=MAX_SEAT_ENTRIES,
         description="Standard seat ids such as A1. May be empty "
-        "when wheelchairSpaces is not.",
+        "when wheelchairSpaces is not. The two lists together may name at most "
+        "the server's MAX_SEATS_PER_BOOKING ids (10 by default).",
     )
     wheelchair_spaces: list[SeatIdText] = Field(
         default_factory=list,

@@ -1,5 +1,6 @@
 """The clients the API shares between requests, and the dependencies routes declare."""
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
@@ -7,18 +8,14 @@ from uuid import UUID
 
 import redis.asyncio
 from aiokafka import AIOKafkaProducer
-from fastapi import Depends, Header, Path, Query, Request
+from fastapi import Depends, Header, Path, Request
+from fastapi.exceptions import RequestValidationError
 from pymongo.asynchronous.database import AsyncDatabase
 
 from domain.seating import SeatMap
 from infra.adapters.cache import Keys
 from infra.adapters.settings import Settings
 from read_api.body import IDEMPOTENCY_KEY_MAX_CHARS, IDEMPOTENCY_KEY_PATTERN
-from read_api.errors import validation_error
-
-# The largest API_MAX_WAIT_MS that Settings accepts. The configured one is checked
-# in ``wait_ms``.
-MAX_WAIT_MS = 60_000
 
 
 @dataclass(frozen=True)
@@ -52,28 +49,30 @@ def get_resources(request: Request) -> Resources:
     return resources
 
 
-def wait_ms(
-    request: Request,
-    wait: Annotated[
-        int | None,
-        Query(
-            ge=0,
-            le=MAX_WAIT_MS,
-            description="Milliseconds to wait for the outcome before the 202 response, "
-            "at most the server's API_MAX_WAIT_MS",
-        ),
-    ] = None,
-) -> int:
-    """Return the requested wait in milliseconds, 0 when none was requested."""
-    limit = request.app.state.settings.API_MAX_WAIT_MS
-    if wait is not None and wait > limit:
-        msg = f"Input should be less than or equal to {limit}"
-        raise validation_error(("query", "wait"), msg, wait, "less_than_equal")
-    return wait or 0
+def reject_repeated_query_parameters(request: Request) -> None:
+    """Raise a 422 error for each query parameter that is given more than once.
+
+    Every query parameter of this API takes a single value, and FastAPI would use
+    only the last of several, so a repeat is rejected rather than half ignored.
+    Names that no route declares are rejected too when repeated.
+    """
+    # NOTE: a route that declares a list-valued query parameter must be exempted.
+    counts = Counter(name for name, _ in request.query_params.multi_items())
+    errors = [
+        {
+            "loc": ("query", name),
+            "msg": f"query parameter {name} is given {count} times: send it once",
+            "type": "repeated_query_parameter",
+            "input": request.query_params.getlist(name),
+        }
+        for name, count in counts.items()
+        if count > 1
+    ]
+    if errors:
+        raise RequestValidationError(errors)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
-WaitMs = Annotated[int, Depends(wait_ms)]
 IdempotencyKey = Annotated[
     str | None,
     Header(

@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 MAX_INPUT_CHARS = 200
 # Nested inputs are copied to this depth, and deeper values become "...".
 MAX_INPUT_DEPTH = 8
-# Lists and objects are copied up to this many items before the text is cut.
+# Lists and objects are copied up to this many items, and a longer list ends in a
+# "..." item.
 MAX_INPUT_ITEMS = 50
 
 
@@ -55,6 +56,12 @@ class ConflictError(ApiError):
     """Raised when a request conflicts with the current state of a booking."""
 
     status_code = 409
+
+
+class UnsupportedMediaTypeError(ApiError):
+    """Raised when a request body has a Content-Type other than JSON."""
+
+    status_code = 415
 
 
 class ServiceUnavailableError(ApiError):
@@ -133,8 +140,9 @@ def json_safe(value: Any) -> Any:
 
     Non-finite floats become the strings "NaN", "Infinity" and "-Infinity", bytes
     and lone surrogates are replaced, other objects become their ``str``. A long
-    string is cut to the limit. A list or object whose JSON text is longer than
-    the limit becomes that text, cut. Both then end in "...".
+    string is cut to the limit. A long list keeps the leading items that fit. An
+    object whose JSON text is longer than the limit becomes that text, cut. All
+    three then end in "...".
     """
     plain = plain_json(value, depth=0)
     if isinstance(plain, str):
@@ -143,7 +151,21 @@ def json_safe(value: Any) -> Any:
         text = json.dumps(plain, ensure_ascii=False)
     if len(text) <= MAX_INPUT_CHARS:
         return plain
+    if isinstance(plain, list):
+        return cut_list(plain)
     return text[:MAX_INPUT_CHARS] + "..."
+
+
+def cut_list(items: list[Any]) -> list[Any]:
+    """Return the leading items whose JSON text fits in MAX_INPUT_CHARS, and "..."."""
+    leading: list[Any] = []
+    length = len('["..."]')
+    for item in items:
+        length += len(json.dumps(item, ensure_ascii=False)) + len(", ")
+        if length > MAX_INPUT_CHARS:
+            break
+        leading.append(item)
+    return [*leading, "..."]
 
 
 def plain_json(value: Any, depth: int) -> Any:
@@ -164,7 +186,11 @@ def plain_json(value: Any, depth: int) -> Any:
         items = list(value.items())[:MAX_INPUT_ITEMS]
         return {safe_text(str(k)): plain_json(v, depth + 1) for k, v in items}
     if isinstance(value, list | tuple | set | frozenset):
-        return [plain_json(item, depth + 1) for item in list(value)[:MAX_INPUT_ITEMS]]
+        entries = list(value)
+        copied = [plain_json(item, depth + 1) for item in entries[:MAX_INPUT_ITEMS]]
+        if len(entries) > MAX_INPUT_ITEMS:
+            copied.append("...")
+        return copied
     return safe_text(str(value))
 
 

@@ -5,10 +5,11 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 from fastapi import APIRouter, HTTPException
 from starlette.responses import JSONResponse
 
+from infra.adapters.kafka import COMMANDS_TOPIC
 from infra.adapters.lag import consumer_lag
 from read_api.body import Health
 from read_api.deps import Resources, ResourcesDep
@@ -29,11 +30,13 @@ router = APIRouter(route_class=StrictJSONRoute, tags=["health"])
     responses={503: {"model": Health, "description": "A dependency failed"}},
 )
 async def health(resources: ResourcesDep) -> JSONResponse:
-    """Ping Redis and MongoDB, with a 503 response naming each one that failed."""
-    checks = {
-        "redis": await ping("redis", ping_redis(resources)),
-        "mongodb": await ping("mongodb", ping_mongodb(resources)),
-    }
+    """Ping Redis, MongoDB and Kafka, with a 503 response naming each that failed."""
+    redis_state, mongodb_state, kafka_state = await asyncio.gather(
+        ping("redis", ping_redis(resources)),
+        ping("mongodb", ping_mongodb(resources)),
+        ping("kafka", ping_kafka(resources)),
+    )
+    checks = {"redis": redis_state, "mongodb": mongodb_state, "kafka": kafka_state}
     healthy = all(state == "ok" for state in checks.values())
     report = Health(status="ok" if healthy else "unavailable", checks=checks)
     return JSONResponse(report.model_dump(), status_code=200 if healthy else 503)
@@ -47,6 +50,19 @@ async def ping_redis(resources: Resources) -> None:
 async def ping_mongodb(resources: Resources) -> None:
     """Run MongoDB's ping command."""
     await resources.db.command("ping")
+
+
+async def ping_kafka(resources: Resources) -> None:
+    """Fetch cluster metadata with the API's producer, and check the command topic.
+
+    ``fetch_all_metadata`` sends a Metadata request to the brokers in the
+    producer's cluster metadata, one at a time, and raises KafkaError when none
+    responds (aiokafka 0.14, aiokafka/client.py).
+    """
+    metadata = await resources.producer.client.fetch_all_metadata()
+    topic = resources.settings.topic(COMMANDS_TOPIC)
+    if topic not in metadata.topics():
+        raise UnknownTopicOrPartitionError(f"topic {topic} not found")
 
 
 async def ping(name: str, call: Coroutine[Any, Any, None]) -> str:

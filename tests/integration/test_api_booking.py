@@ -327,8 +327,20 @@ class TestWaitForOutcome:
         assert response.status_code == 422
         [error] = response.json()["detail"]
         assert error["loc"] == ["query", "wait"]
-        assert error["input"] == limit + 1
+        assert error["input"] == str(limit + 1)
+        assert f"less than or equal to {limit}" in error["msg"]
         assert await command_end_offsets(stack.settings) == before
+
+    @pytest.mark.parametrize("path", ["/book-tickets", "/tickets/{bookingId}/cancel"])
+    async def test_schema_shows_configured_wait_limit(
+        self, stack: ApiStack, path: str
+    ) -> None:
+        schema = (await stack.client.get("/openapi.json")).json()
+
+        operation = schema["paths"][path]["post"]
+        [wait] = [p for p in operation["parameters"] if p["name"] == "wait"]
+        assert wait["schema"]["maximum"] == stack.settings.API_MAX_WAIT_MS
+        assert wait["schema"]["minimum"] == 0
 
 
 class TestCancel:
@@ -382,6 +394,31 @@ class TestCancel:
 
         assert response.status_code == 404
         assert response.json() == {"detail": f"booking {booking_id} not found"}
+
+    @pytest.mark.parametrize("content_type", ["text/plain", None])
+    async def test_cancel_ignores_request_body(
+        self, stack: ApiStack, content_type: str | None
+    ) -> None:
+        showtime = seed_showtime(stack)
+        booking = seed_booking(stack, showtime, "confirmed")
+        headers = {"content-type": content_type} if content_type else {}
+
+        response = await stack.client.post(
+            f"/tickets/{booking['_id']}/cancel", content=b"please", headers=headers
+        )
+
+        assert response.status_code == 202
+
+    async def test_schema_states_concurrent_cancel_outcome(
+        self, stack: ApiStack
+    ) -> None:
+        schema = (await stack.client.get("/openapi.json")).json()
+
+        description = schema["paths"]["/tickets/{bookingId}/cancel"]["post"][
+            "description"
+        ]
+        assert "concurrent" in description.lower()
+        assert "409" in description
 
     async def test_cancelled_within_wait_is_200(self, stack: ApiStack) -> None:
         showtime = seed_showtime(stack)

@@ -31,13 +31,17 @@ pytestmark = pytest.mark.integration
 # Examples per operation. The whole file ran in about 15 s at 60 on a 2-core
 # machine, services included.
 MAX_EXAMPLES = 60
+# A short wait limit keeps generated ?wait= values from stalling the run. The
+# schema and the app under test both use it, so the schema's maximum is enforced.
+MAX_WAIT_MS = 50
 
 
 @pytest.fixture(scope="module")
 def api_app(service_urls: dict[str, str]) -> Iterator[FastAPI]:
     """Build an app on a fresh namespace with a little data in it."""
-    # A short wait limit keeps generated ?wait= values from stalling the run.
-    api = api_settings(service_urls, API_MAX_WAIT_MS=50, KAFKA_SEND_TIMEOUT_S=2.0)
+    api = api_settings(
+        service_urls, API_MAX_WAIT_MS=MAX_WAIT_MS, KAFKA_SEND_TIMEOUT_S=2.0
+    )
     asyncio.run(kafka.create_topics(api))
     with namespace_stores(api) as stores:
         seed_movie(stores, title="The Matrix", genre="Action")
@@ -53,7 +57,9 @@ def api_app(service_urls: dict[str, str]) -> Iterator[FastAPI]:
 # case is sent to the fixture's app. schemathesis.pytest.from_fixture would be
 # the usual way, but in schemathesis 4.32.5 it reads request.node._nodeid, which
 # pytest 9.2 no longer has (AttributeError).
-schema = schemathesis.openapi.from_dict(create_app(Settings()).openapi())
+schema = schemathesis.openapi.from_dict(
+    create_app(Settings(API_MAX_WAIT_MS=MAX_WAIT_MS)).openapi()
+)
 
 
 @schema.parametrize()

@@ -357,13 +357,13 @@ class TestGetTicket:
 
 
 class TestHealth:
-    async def test_ok_when_redis_and_mongodb_answer(self, stack: ApiStack) -> None:
+    async def test_ok_when_every_service_responds(self, stack: ApiStack) -> None:
         response = await stack.client.get("/health")
 
         assert response.status_code == 200
         assert response.json() == {
             "status": "ok",
-            "checks": {"redis": "ok", "mongodb": "ok"},
+            "checks": {"redis": "ok", "mongodb": "ok", "kafka": "ok"},
         }
 
 

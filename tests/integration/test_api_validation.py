@@ -7,14 +7,18 @@ a rejected request must leave nothing on it.
 import json
 import logging
 import math
+import os
+import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from infra.runtime import embedded
 from infra.runtime.embedded import free_port
-from read_api.errors import MAX_INPUT_CHARS, validation_entry
+from read_api.errors import MAX_INPUT_CHARS, MAX_INPUT_ITEMS, validation_entry
 from read_api.read_models import FailureLog
 from tests.integration.test_api_support import (
     ApiStack,
@@ -49,15 +53,19 @@ async def post_rejected(
     content: bytes | None = None,
     headers: dict[str, str] | None = None,
     expected_status: int = 422,
+    content_type: str | None = "application/json",
 ) -> Any:
-    """POST /book-tickets, assert the status and that no command was sent."""
+    """POST /book-tickets, assert the status and that no command was sent.
+
+    The request has no Content-Type header when ``content_type`` is None.
+    """
     before = await command_end_offsets(stack.settings)
     if content is None:
         content = json.dumps(body).encode()
+    all_headers = {"content-type": content_type} if content_type else {}
+    all_headers.update(headers or {})
     response = await stack.client.post(
-        "/book-tickets",
-        content=content,
-        headers={"content-type": "application/json", **(headers or {})},
+        "/book-tickets", content=content, headers=all_headers
     )
     after = await command_end_offsets(stack.settings)
 
@@ -174,7 +182,40 @@ class TestSeatLists:
         ]
 
         assert error["loc"] == ["body", "seats"]
+        assert "11 entries in seats, at most 10" in error["msg"]
+
+    @pytest.mark.parametrize("field", ["seats", "wheelchairSpaces"])
+    async def test_list_over_hard_cap_reports_booking_limit(
+        self, stack: ApiStack, showtime: dict[str, Any], field: str
+    ) -> None:
+        entries = [f"K{number}" for number in range(101)]
+        body = booking_body(showtime["_id"], "A1", **{field: entries})
+
+        [error] = (await post_rejected(stack, body))["detail"]
+
+        limit = stack.settings.MAX_SEATS_PER_BOOKING
+        assert error["loc"] == ["body", field]
+        assert error["type"] == "too_long"
+        assert f"101 entries in {field}, at most {limit} " in error["msg"]
+        assert "100" not in error["msg"]
+        assert isinstance(error["input"], list)
+        assert error["input"][:3] == ["K0", "K1", "K2"]
+        assert error["input"][-1] == "..."
+        assert len(json.dumps(error["input"])) <= MAX_INPUT_CHARS
+
+    async def test_seats_and_spaces_over_limit_name_both(
+        self, stack: ApiStack, showtime: dict[str, Any]
+    ) -> None:
+        seats = [f"K{number}" for number in range(1, 10)]
+        body = booking_body(showtime["_id"], *seats, wheelchairSpaces=["W1", "W2"])
+
+        [error] = (await post_rejected(stack, body))["detail"]
+
+        assert error["loc"] == ["body"]
         assert "11 seats requested, at most 10" in error["msg"]
+        assert "9 in seats" in error["msg"]
+        assert "2 in wheelchairSpaces" in error["msg"]
+        assert error["input"] == {"seats": seats, "wheelchairSpaces": ["W1", "W2"]}
 
     async def test_ten_entries_of_one_seat_rejected(
         self, stack: ApiStack, showtime: dict[str, Any]
@@ -240,6 +281,43 @@ class TestUnknownFields:
         assert ("body", "showtimeId") in locs
 
 
+class TestRepeatedKeys:
+    async def test_repeated_body_key_is_422(
+        self, stack: ApiStack, showtime: dict[str, Any]
+    ) -> None:
+        content = (
+            f'{{"showtimeId": "{showtime["_id"]}", "seats": ["Z99"], '
+            '"seats": ["B4"], "paymentMethod": "card"}'
+        ).encode()
+
+        [error] = (await post_rejected(stack, content=content))["detail"]
+
+        assert error["loc"] == ["body", "seats"]
+        assert error["type"] == "duplicate_key"
+        assert 'key "seats" occurs 2 times' in error["msg"]
+        assert error["input"] == [["Z99"], ["B4"]]
+
+    async def test_repeated_nested_key_is_located(self, stack: ApiStack) -> None:
+        content = b'[{"a": 1}, {"b": 1, "b": NaN, "b": 3}]'
+
+        detail = (await post_rejected(stack, content=content))["detail"]
+
+        by_loc = errors_by_loc(detail)
+        assert set(by_loc) == {("body", 1, "b")}
+        assert "3 times" in by_loc[("body", 1, "b")]["msg"]
+        assert by_loc[("body", 1, "b")]["input"] == [1, "NaN", 3]
+
+    async def test_repeats_and_nan_reported_together(self, stack: ApiStack) -> None:
+        content = b'{"seats": [NaN], "x": 1, "x": 2}'
+
+        detail = (await post_rejected(stack, content=content))["detail"]
+
+        assert [error["loc"] for error in detail] == [
+            ["body", "x"],
+            ["body", "seats", 0],
+        ]
+
+
 class TestNumbers:
     @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309"])
     async def test_non_finite_literal_is_422(
@@ -278,19 +356,23 @@ class TestNumbers:
         assert error["loc"] == ["body", "showtimeId"]
         assert error["input"] == 2**63
 
+    @pytest.mark.parametrize("sign", ["", "-"])
     async def test_5000_digit_number_is_422(
-        self, stack: ApiStack, showtime: dict[str, Any]
+        self, stack: ApiStack, showtime: dict[str, Any], sign: str
     ) -> None:
+        number = sign + "9" * 5000
         content = (
-            f'{{"showtimeId": "{showtime["_id"]}", "seats": [{"9" * 5000}], '
+            f'{{"showtimeId": "{showtime["_id"]}", "seats": ["A1", {number}], '
             '"paymentMethod": "card"}'
         ).encode()
 
         [error] = (await post_rejected(stack, content=content))["detail"]
 
-        assert error["loc"] == ["body"]
-        assert error["type"] == "json_invalid"
-        assert "digits" in error["msg"]
+        assert error["loc"] == ["body", "seats", 1]
+        assert error["type"] == "int_parsing_size"
+        assert "number has 5000 digits, more than the maximum of 4300" in error["msg"]
+        assert "sys." not in error["msg"]
+        assert error["input"].startswith(number[:100])
 
     async def test_deeply_nested_body_is_422(self, stack: ApiStack) -> None:
         content = b"[" * 30_000 + b"]" * 30_000
@@ -374,6 +456,28 @@ class TestNumbers:
         assert response.json()["items"] == []
 
 
+class TestQueryParameters:
+    @pytest.mark.parametrize(
+        ("path", "name", "values"),
+        [
+            ("/movies", "genre", ["Drama", "Action"]),
+            ("/movies", "page", ["1", "2", "3"]),
+            ("/showtimes", "date", ["2031-05-01", "2031-05-01"]),
+            ("/health", "verbose", ["1", "0"]),
+        ],
+    )
+    async def test_repeated_query_parameter_is_422(
+        self, stack: ApiStack, path: str, name: str, values: list[str]
+    ) -> None:
+        response = await stack.client.get(path, params=[(name, v) for v in values])
+
+        assert response.status_code == 422
+        [error] = response.json()["detail"]
+        assert error["loc"] == ["query", name]
+        assert f"{len(values)} times" in error["msg"]
+        assert error["input"] == values
+
+
 class TestOtherFields:
     @pytest.mark.parametrize(
         "method", ["", "x" * 41, "card payment", "card\n", "кредит", None, 7]
@@ -403,21 +507,62 @@ class TestOtherFields:
     async def test_body_not_an_object_is_422(self, stack: ApiStack, body: Any) -> None:
         await post_rejected(stack, body)
 
+
+class TestContentType:
     @pytest.mark.parametrize(
-        "content_type", ["text/plain", "application/x-www-form-urlencoded"]
+        "content_type",
+        ["text/plain", "application/x-www-form-urlencoded", "application/xml"],
     )
-    async def test_body_not_json_is_422(
+    async def test_body_not_json_is_415(
         self, stack: ApiStack, showtime: dict[str, Any], content_type: str
     ) -> None:
         content = json.dumps(booking_body(showtime["_id"], "A1")).encode()
 
-        [error] = (
+        detail = (
             await post_rejected(
-                stack, content=content, headers={"content-type": content_type}
+                stack, content=content, content_type=content_type, expected_status=415
             )
         )["detail"]
 
+        assert f"Content-Type {content_type} is not supported" in detail
+        assert "send Content-Type: application/json" in detail
+
+    async def test_body_without_content_type_is_415(
+        self, stack: ApiStack, showtime: dict[str, Any]
+    ) -> None:
+        content = json.dumps(booking_body(showtime["_id"], "A1")).encode()
+
+        detail = (
+            await post_rejected(
+                stack, content=content, content_type=None, expected_status=415
+            )
+        )["detail"]
+
+        assert "no Content-Type header" in detail
+        assert "send Content-Type: application/json" in detail
+
+    @pytest.mark.parametrize(
+        "content_type",
+        ["application/json; charset=utf-8", "application/vnd.api+json"],
+    )
+    async def test_json_media_types_reach_validation(
+        self, stack: ApiStack, showtime: dict[str, Any], content_type: str
+    ) -> None:
+        body = booking_body(showtime["_id"], "Z99")
+
+        [error] = (await post_rejected(stack, body, content_type=content_type))[
+            "detail"
+        ]
+
+        assert error["loc"] == ["body", "seats", 0]
+
+    async def test_empty_body_without_content_type_is_422(
+        self, stack: ApiStack
+    ) -> None:
+        [error] = (await post_rejected(stack, content=b"", content_type=None))["detail"]
+
         assert error["loc"] == ["body"]
+        assert error["type"] == "missing"
 
 
 class TestBodySize:
@@ -475,6 +620,22 @@ class TestErrorEntries:
 
         assert len(entry["input"]) == MAX_INPUT_CHARS + len("...")
         assert entry["input"].endswith("...")
+
+    def test_long_list_keeps_leading_items(self) -> None:
+        entry = validation_entry(
+            {"loc": ("body",), "msg": "m", "input": list(range(1000))}
+        )
+
+        assert entry["input"][:3] == [0, 1, 2]
+        assert entry["input"][-1] == "..."
+        assert len(json.dumps(entry["input"])) <= MAX_INPUT_CHARS
+
+    def test_many_short_items_end_in_ellipsis(self) -> None:
+        entry = validation_entry(
+            {"loc": ("body",), "msg": "m", "input": list(range(60))}
+        )
+
+        assert entry["input"] == [*range(MAX_INPUT_ITEMS), "..."]
 
     def test_huge_integer_is_described(self) -> None:
         huge = 10**6000
@@ -566,6 +727,31 @@ class TestFailures:
         assert "MongoDB" in response.json()["detail"]
         assert health.status_code == 503
         assert health.json()["checks"]["mongodb"] != "ok"
+
+    async def test_kafka_paused_health_is_503(
+        self, service_urls: dict[str, str], tmp_path: Path
+    ) -> None:
+        broker = embedded.start_kafka(tmp_path)
+        try:
+            urls = {**service_urls, "kafka": broker.url}
+            async with open_stack(urls) as stack:
+                healthy = await stack.client.get("/health")
+                os.kill(broker.process.pid, signal.SIGSTOP)
+                try:
+                    paused = await stack.client.get("/health")
+                finally:
+                    os.kill(broker.process.pid, signal.SIGCONT)
+                resumed = await stack.client.get("/health")
+        finally:
+            broker.stop()
+
+        assert healthy.status_code == 200
+        assert healthy.json()["checks"]["kafka"] == "ok"
+        assert paused.status_code == 503
+        assert paused.json()["status"] == "unavailable"
+        assert paused.json()["checks"]["kafka"].startswith("timed out after")
+        assert paused.json()["checks"]["redis"] == "ok"
+        assert resumed.status_code == 200
 
 
 def closed_port_url(scheme: str) -> str:
