@@ -60,6 +60,11 @@ async def book_seats(
     if showtime is None:
         msg = f"showtime {showtime_id} not found"
         raise validation_error(("body", "showtimeId"), msg, showtime_id, "not_found")
+    if showtime.starts_at <= datetime.now(UTC):
+        # The processor rejects it too; answering here saves the client a poll.
+        start = showtime.starts_at.isoformat()
+        msg = f"showtime {showtime_id} started at {start}: bookings are closed"
+        raise validation_error(("body", "showtimeId"), msg, showtime_id, "started")
     check_seats_on_map(showtime, body)
 
     fingerprint = request_fingerprint(body)

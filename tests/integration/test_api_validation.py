@@ -10,6 +10,7 @@ import math
 import os
 import signal
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,16 @@ class TestSeatMapValidation:
         assert error["loc"] == ["body", "showtimeId"]
         assert error["input"] == showtime_id
         assert "not found" in error["msg"]
+
+    async def test_started_showtime_is_422(self, stack: ApiStack) -> None:
+        started = seed_showtime(stack, startsAt=datetime(2020, 1, 1, 19, tzinfo=UTC))
+
+        [error] = (await post_rejected(stack, booking_body(started["_id"], "A1")))[
+            "detail"
+        ]
+
+        assert error["loc"] == ["body", "showtimeId"]
+        assert "bookings are closed" in error["msg"]
 
 
 class TestSeatLists:
