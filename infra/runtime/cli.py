@@ -13,10 +13,12 @@ from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
 from infra.runtime import stack
+from infra.runtime.embedded import EmbeddedServiceError
 from infra.runtime.logs import configure_logging
 
 app = typer.Typer(
@@ -44,11 +46,19 @@ def up(
     ] = None,
 ) -> None:
     """Start the whole system locally and run it until Ctrl-C."""
+    data_dir = data_dir.resolve()
     configure_logging(
         data_dir / "logs" / "boxoffice.log", console_level=logging.WARNING
     )
+    # Held until this process exits, so a second `up` on the folder fails at once.
+    try:
+        lock = stack.lock_data_dir(data_dir)
+    except stack.DataDirLockedError as error:
+        console.print("[red]error:[/red]", escape(str(error)))
+        raise typer.Exit(1) from error
+
     os.environ["BOXOFFICE_API_PORT"] = str(port)
-    local = stack.LocalStack(Settings(), data_dir.resolve(), console)
+    local = stack.LocalStack(Settings(), data_dir, console)
 
     stopping = False
 
@@ -58,15 +68,23 @@ def up(
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+    failed = False
     try:
-        local.start(catalog)
+        local.start(catalog, stop_requested=lambda: stopping)
         while not stopping:
-            local.supervisor.check()
+            local.check()
             time.sleep(0.5)
+    except (stack.StackStartError, EmbeddedServiceError) as error:
+        # Logged at ERROR, so it reaches both the terminal and boxoffice.log.
+        logger.error("Boxoffice failed to start: %s", error)
+        failed = True
     finally:
         console.print("Stopping Boxoffice ...")
         local.stop()
+        lock.release()
         console.print("Stopped.")
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command("import-movies")

