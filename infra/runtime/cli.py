@@ -9,15 +9,18 @@ import time
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from commands.catalog_import import CatalogFileError
 from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
-from infra.runtime import stack
+from infra.runtime import data_dir as data_dir_module
+from infra.runtime import seeding, stack
 from infra.runtime.embedded import EmbeddedServiceError
 from infra.runtime.logs import configure_logging
 
@@ -52,8 +55,8 @@ def up(
     )
     # Held until this process exits, so a second `up` on the folder fails at once.
     try:
-        lock = stack.lock_data_dir(data_dir)
-    except stack.DataDirLockedError as error:
+        lock = data_dir_module.lock_data_dir(data_dir)
+    except data_dir_module.DataDirLockedError as error:
         console.print("[red]error:[/red]", escape(str(error)))
         raise typer.Exit(1) from error
 
@@ -74,7 +77,7 @@ def up(
         while not stopping:
             local.check()
             time.sleep(0.5)
-    except (stack.StackStartError, EmbeddedServiceError) as error:
+    except (data_dir_module.StackStartError, EmbeddedServiceError) as error:
         # Logged at ERROR, so it reaches both the terminal and boxoffice.log.
         logger.error("Boxoffice failed to start: %s", error)
         failed = True
@@ -94,18 +97,24 @@ def import_movies(
 ) -> None:
     """Import a catalogue file, reporting every rejected record with its index."""
     configure_logging(None, console_level=logging.WARNING)
-    with stack.event_store_url(Settings(), data_dir.resolve()) as url:
+    with data_dir_module.event_store_url(Settings(), data_dir.resolve()) as url:
         try:
-            report = stack.import_catalog(url, path)
-        except stack.CatalogFileError as error:
+            report = seeding.import_catalog(url, path)
+        except CatalogFileError as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from error
 
     for rejected in report.rejected:
         console.print(f"rejected record {rejected.index}: {rejected.reason}")
+    for ignored in report.ignored:
+        console.print(
+            f"record {ignored.index}: ignored {ignored.key} = {ignored.value} "
+            "(not a usable value; left empty)"
+        )
     console.print(
         f"{report.registered} movies registered, {report.revised} revised, "
-        f"{report.unchanged} unchanged, {len(report.rejected)} records rejected"
+        f"{report.unchanged} unchanged, {len(report.rejected)} records rejected, "
+        f"{len(report.ignored)} values ignored"
     )
 
 
@@ -121,9 +130,19 @@ def schedule(
     """Schedule one showtime and print its id."""
     configure_logging(None, console_level=logging.WARNING)
     try:
+        movie = UUID(movie_id)
+    except ValueError as error:
+        console.print(f"[red]error:[/red] --movie-id {movie_id!r} is not a UUID")
+        raise typer.Exit(2) from error
+    try:
         start = datetime.fromisoformat(starts_at)
-        showtime_id = stack.schedule_one(
-            Settings(), data_dir.resolve(), movie_id, auditorium, start
+    except ValueError as error:
+        message = f"--starts-at {starts_at!r} is not an ISO 8601 time: {error}"
+        console.print(f"[red]error:[/red] {message}")
+        raise typer.Exit(2) from error
+    try:
+        showtime_id = seeding.schedule_one(
+            Settings(), data_dir.resolve(), movie, auditorium, start
         )
     except ValueError as error:
         console.print(f"[red]error:[/red] {error}")
@@ -143,8 +162,8 @@ def schedule_demo(
     settings = Settings()
     zone = ZoneInfo(settings.TIMEZONE)
     day = date.fromisoformat(first_day) if first_day else tomorrow(zone)
-    with stack.event_store_url(settings, data_dir.resolve()) as url:
-        count = stack.schedule_demo(url, day, zone)
+    with data_dir_module.event_store_url(settings, data_dir.resolve()) as url:
+        count = seeding.schedule_demo(url, day, zone)
     console.print(f"{count} showtimes scheduled from {day}")
 
 
@@ -160,7 +179,7 @@ def init() -> None:
 def lag(data_dir: DataDir = Path(".boxoffice")) -> None:
     """Print how many records the processor and projector have yet to process."""
     configure_logging(None, console_level=logging.WARNING)
-    settings = stack.running_settings(data_dir.resolve())
+    settings = data_dir_module.running_settings(data_dir.resolve())
     for group, count in asyncio.run(consumer_lag(settings)).items():
         print(f"{group}: {count}")
 
@@ -184,7 +203,7 @@ def worker(
 @app.command("urls", hidden=True)
 def urls(data_dir: DataDir = Path(".boxoffice")) -> None:
     """Print the service URLs of the stack running on ``data_dir``."""
-    print(json.dumps(stack.read_urls(data_dir.resolve()), indent=2))
+    print(json.dumps(data_dir_module.read_urls(data_dir.resolve()), indent=2))
 
 
 def tomorrow(zone: ZoneInfo) -> date:

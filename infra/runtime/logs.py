@@ -27,3 +27,5 @@ def configure_logging(log_path: Path | None, console_level: int = logging.INFO) 
 
     # The Kafka client logs every group join and metadata refresh at INFO.
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    # httpx logs every readiness poll of `boxoffice up` at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

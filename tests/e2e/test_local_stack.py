@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from infra.runtime import stack
+from infra.runtime.data_dir import read_urls
 from infra.runtime.supervisor import CHILD_COMMAND_MARKERS, stop_leftover_children
 
 pytestmark = pytest.mark.e2e
@@ -259,7 +259,7 @@ def test_second_up_exits_naming_holder(local_stack: LocalStackRun) -> None:
     assert "left running by an earlier run" not in second.stderr
     assert health_status(local_stack.api) == 200
     # The first stack still holds the lock, so its recorded URLs are trusted.
-    assert set(stack.read_urls(local_stack.data_dir)) == {
+    assert set(read_urls(local_stack.data_dir)) == {
         "BOXOFFICE_POSTGRES_URL",
         "BOXOFFICE_REDIS_URL",
         "BOXOFFICE_KAFKA_BOOTSTRAP_SERVERS",
@@ -310,7 +310,7 @@ def test_up_restarts_after_kill_keeping_booking(local_stack: LocalStackRun) -> N
         assert is_alive(pid), f"embedded {name} (pid {pid}) should outlive up"
     # urls.json is left behind, but no live process holds the lock.
     assert (local_stack.data_dir / "urls.json").exists()
-    assert stack.read_urls(local_stack.data_dir) == {}
+    assert read_urls(local_stack.data_dir) == {}
 
     local_stack.start("restarted")
     local_stack.wait_until_running()
