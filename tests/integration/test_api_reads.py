@@ -1,13 +1,16 @@
 """Read routes of the API: Redis first, then MongoDB, and 404 when neither has it."""
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from projections.views import MOVIES, SHOWTIMES, TicketView, encode
+from read_api.queries import MovieQuery
 from tests.integration.test_api_support import (
     ApiStack,
     new_id,
@@ -129,6 +132,30 @@ class TestListMovies:
 
         assert len(cached_keys) == 1
         assert 0 < stack.redis.ttl(cached_keys[0]) <= 60
+
+    async def test_concurrent_misses_run_one_query(
+        self, stack: ApiStack, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        word = token()
+        seed_movie(stack, title=f"Stampede {word}")
+        calls = 0
+        original = MovieQuery.run
+
+        async def counted(query: MovieQuery, resources: Any) -> bytes:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.2)  # a slow query, so the requests overlap
+            return await original(query, resources)
+
+        monkeypatch.setattr(MovieQuery, "run", counted)
+
+        responses = await asyncio.gather(
+            *(stack.client.get("/movies", params={"title": word}) for _ in range(20))
+        )
+
+        assert {response.status_code for response in responses} == {200}
+        assert len({response.content for response in responses}) == 1
+        assert calls == 1
 
 
 class TestGetMovie:
