@@ -17,7 +17,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from commands.decider import BookingDecider, CommandBatch
 from domain.commands import CommandDecodeError, decode_command
@@ -33,6 +33,9 @@ from infra.adapters.lag import PROCESSOR_GROUP
 from infra.adapters.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+FIRST_STORE_RETRY_S = 0.5
+MAX_STORE_RETRY_S = 10.0
 
 
 class PartitionPositions(ConsumerRebalanceListener):
@@ -162,6 +165,7 @@ class CommandProcessor:
             settings.require("KAFKA_BOOTSTRAP_SERVERS"),
         )
         self.dead_letters = DeadLetterSender(settings, kafka.COMMANDS_DEAD_LETTER_TOPIC)
+        self.store_retry_delay = FIRST_STORE_RETRY_S
 
     async def run(self, stop: asyncio.Event) -> None:
         """Decide commands until ``stop`` is set."""
@@ -196,6 +200,9 @@ class CommandProcessor:
         except IntegrityError as error:
             await self.resume_after_conflict(tp, records, error)
             return
+        except PersistenceError as error:
+            await self.resume_after_store_failure(tp, records, error)
+            return
 
         for offset, command in batch.unknown_showtimes:
             reason = f"showtime {command.showtime_id} does not exist"
@@ -208,6 +215,7 @@ class CommandProcessor:
             tp.partition,
             last_offset,
         )
+        self.store_retry_delay = FIRST_STORE_RETRY_S
         await self.commit(tp, last_offset)
 
     async def resume_after_conflict(
@@ -224,6 +232,32 @@ class CommandProcessor:
         )
         end_offsets = await self.consumer.end_offsets([tp])
         await self.positions.seek_to_stored(tp, end_offsets[tp])
+
+    async def resume_after_store_failure(
+        self, tp: TopicPartition, records: list[ConsumerRecord], error: Exception
+    ) -> None:
+        """Wait with growing delays while PostgreSQL fails, then re-read the batch.
+
+        The batch was not stored, so seeking back to the stored position makes
+        the next poll deliver it again.
+        """
+        logger.warning(
+            "storing partition %s offsets %s-%s failed: %r; retrying in %.1f s",
+            tp.partition,
+            records[0].offset,
+            records[-1].offset,
+            error,
+            self.store_retry_delay,
+        )
+        await asyncio.sleep(self.store_retry_delay)
+        self.store_retry_delay = min(self.store_retry_delay * 2, MAX_STORE_RETRY_S)
+        try:
+            end_offsets = await self.consumer.end_offsets([tp])
+            await self.positions.seek_to_stored(tp, end_offsets[tp])
+        except (PersistenceError, KafkaError) as again:
+            # Still failing: re-read this batch from where it started.
+            logger.warning("partition %s still unavailable: %r", tp.partition, again)
+            self.consumer.seek(tp, records[0].offset)
 
     async def commit(self, tp: TopicPartition, last_offset: int) -> None:
         """Commit the Kafka offset for lag monitoring; a failure here loses nothing."""

@@ -15,7 +15,8 @@ import json
 import logging
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from eventsourcing.persistence import Notification
+from aiokafka.errors import KafkaError
+from eventsourcing.persistence import Notification, PersistenceError
 
 from infra.adapters import kafka
 from infra.adapters.event_store import (
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 POSITION_NAME = "booking-events-relay"
 IDLE_SLEEP_S = 0.02
 TOPIC_CHECK_INTERVAL_S = 5.0
+RETRY_FIRST_DELAY_S = 0.5
+RETRY_MAX_DELAY_S = 10.0
 
 
 def event_message(notification: Notification) -> bytes:
@@ -73,15 +76,32 @@ class EventRelay:
             "event relay started at position %s (epoch %s)", self.position, self.epoch
         )
         checked_at = 0.0
+        delay = RETRY_FIRST_DELAY_S
         try:
             while not stop.is_set():
-                if (
-                    asyncio.get_running_loop().time() - checked_at
-                    > TOPIC_CHECK_INTERVAL_S
-                ):
-                    await self.restart_if_topic_lost()
-                    checked_at = asyncio.get_running_loop().time()
-                if not await self.publish_next_batch():
+                try:
+                    if (
+                        asyncio.get_running_loop().time() - checked_at
+                        > TOPIC_CHECK_INTERVAL_S
+                    ):
+                        await self.restart_if_topic_lost()
+                        checked_at = asyncio.get_running_loop().time()
+                    published = await self.publish_next_batch()
+                except (KafkaError, TimeoutError, PersistenceError) as error:
+                    # Nothing after the stored position counts as published, so
+                    # retrying from it loses nothing; projectors skip repeats.
+                    logger.warning(
+                        "publishing after position %s failed: %r; retrying in %.1f s",
+                        self.position,
+                        error,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RETRY_MAX_DELAY_S)
+                    await asyncio.to_thread(self.read_stored_position)
+                    continue
+                delay = RETRY_FIRST_DELAY_S
+                if not published:
                     await asyncio.sleep(IDLE_SLEEP_S)
         finally:
             await self.producer.stop()

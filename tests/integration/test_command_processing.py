@@ -2,10 +2,11 @@
 
 import asyncio
 import json
+from pathlib import Path
 from uuid import UUID
 
 import pytest
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 
 from commands.decider import BookingDecider, CommandBatch
 from commands.processor import CommandProcessor
@@ -15,6 +16,7 @@ from infra.adapters import kafka
 from infra.adapters.event_store import EventStoreReader, postgres_env, read_epoch
 from infra.adapters.lag import consumer_lag
 from infra.adapters.settings import Settings
+from infra.runtime import embedded
 from tests.integration.helpers import (
     booking,
     eventually,
@@ -275,3 +277,42 @@ async def read_dead_letters(settings: Settings, count: int) -> list[dict]:
                 (json.loads(r.value) for r in records), key=lambda x: x["offset"]
             )
         await asyncio.sleep(0.2)
+
+
+def decided_count(settings: Settings, showtime_id: str) -> int:
+    """Count the stored decisions, or return -1 while the store does not answer."""
+    try:
+        return len(decided_bookings(settings, showtime_id))
+    except PersistenceError:
+        return -1
+
+
+class TestStoreOutage:
+    async def test_processor_waits_out_postgres_outage(
+        self, settings: Settings, tmp_path: Path
+    ) -> None:
+        server = await asyncio.to_thread(embedded.start_postgres, tmp_path)
+        port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+        own = settings.model_copy(update={"POSTGRES_URL": server.url})
+        await asyncio.to_thread(prepare_store, own)
+        showtime_id = await asyncio.to_thread(schedule_showtime, own)
+        before = [booking(showtime_id, f"K{n}") for n in range(1, 4)]
+        during = [booking(showtime_id, f"L{n}") for n in range(1, 4)]
+
+        try:
+            async with running(CommandProcessor(own)):
+                await send_commands(own, before)
+                await eventually(lambda: len(decided_bookings(own, showtime_id)) == 3)
+                await asyncio.to_thread(server.stop)
+                await send_commands(own, during)
+                # Longer than the pool's 10 s wait for a connection, so storing fails.
+                await asyncio.sleep(12)
+                server = await asyncio.to_thread(
+                    embedded.start_postgres, tmp_path, port=port
+                )
+                await eventually(lambda: decided_count(own, showtime_id) == 6, 60)
+            decided = decided_bookings(own, showtime_id)
+        finally:
+            await asyncio.to_thread(server.stop)
+
+        assert decided == [c.booking_id for c in before + during]
