@@ -17,7 +17,7 @@ import logging
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError, OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, TrackingRecorder
 
 from commands.decider import BookingDecider, CommandBatch
 from domain.commands import CommandDecodeError, decode_command
@@ -114,7 +114,7 @@ class PartitionPositions(ConsumerRebalanceListener):
             )
 
     async def seek_to_stored(self, tp: TopicPartition, end_offset: int) -> None:
-        """Seek one partition, opening a new epoch when the topic was emptied."""
+        """Seek one partition, opening a new epoch when the broker lost the topic."""
         recorder = self.decider.recorder
         name = f"{self.topic}.{tp.partition}"
         epoch = await asyncio.to_thread(read_epoch, recorder, name)
@@ -122,16 +122,15 @@ class PartitionPositions(ConsumerRebalanceListener):
         stored = await asyncio.to_thread(recorder.max_tracking_id, positions)
         next_offset = 0 if stored is None else stored + 1
 
-        if next_offset > end_offset and not await self.has_record(tp, next_offset - 1):
+        lost = await self.topic_was_lost(tp, stored, end_offset)
+        if lost:
             logger.warning(
-                "partition %s ends at offset %s below the stored position %s: "
-                "the broker lost the topic, so epoch %s starts at offset 0",
+                "partition %s: %s, so epoch %s starts at offset 0",
                 tp.partition,
-                end_offset,
-                stored,
+                lost,
                 epoch + 1,
             )
-            epoch = await asyncio.to_thread(open_next_epoch, recorder, name, epoch)
+            epoch = await asyncio.to_thread(open_epoch_after, recorder, name, epoch)
             positions = epoch_positions_name(name, epoch)
             next_offset = 0
 
@@ -144,6 +143,34 @@ class PartitionPositions(ConsumerRebalanceListener):
             next_offset,
             positions,
         )
+
+    async def topic_was_lost(
+        self, tp: TopicPartition, stored: int | None, end_offset: int
+    ) -> str:
+        """Return why the broker must have lost the partition, or "" when it did not.
+
+        A broker that lost its topics (Tansu keeps them in memory) lost the group's
+        committed offsets too, and new commands may already fill the new partition
+        past the stored position, so the end offset alone cannot tell. This process
+        commits the position on every assignment, so a stored position without a
+        committed offset means the broker started afresh.
+        """
+        if stored is None:
+            return ""
+        if await self.consumer.committed(tp) is None:
+            return f"no committed offset although offset {stored} was decided"
+        if stored + 1 > end_offset and not await self.has_record(tp, stored):
+            return f"the partition ends at {end_offset}, before the decided {stored}"
+        return ""
+
+
+def open_epoch_after(recorder: TrackingRecorder, name: str, epoch: int) -> int:
+    """Open the epoch after ``epoch``, or return the one another member opened."""
+    try:
+        return open_next_epoch(recorder, name, epoch)
+    except IntegrityError:
+        # Tracking records only move forward: another processor got there first.
+        return read_epoch(recorder, name)
 
 
 class CommandProcessor:

@@ -316,3 +316,34 @@ class TestStoreOutage:
             await asyncio.to_thread(server.stop)
 
         assert decided == [c.booking_id for c in before + during]
+
+
+class TestBrokerRestart:
+    async def test_commands_after_broker_restart_are_decided(
+        self, settings: Settings, tmp_path: Path
+    ) -> None:
+        broker = await asyncio.to_thread(embedded.start_kafka, tmp_path)
+        port = int(broker.url.rsplit(":", 1)[1])
+        own = settings.model_copy(update={"KAFKA_BOOTSTRAP_SERVERS": broker.url})
+        await asyncio.to_thread(prepare_store, own)
+        showtime_id = await asyncio.to_thread(schedule_showtime, own)
+        before = [booking(showtime_id, f"M{n}") for n in range(1, 4)]
+        # More commands than were decided before, so the new partition ends
+        # past the stored position and only the lost commits give it away.
+        after = [booking(showtime_id, f"N{n}") for n in range(1, 6)]
+
+        try:
+            async with running(CommandProcessor(own)):
+                await send_commands(own, before)
+                await eventually(lambda: len(decided_bookings(own, showtime_id)) == 3)
+            await asyncio.to_thread(broker.stop)
+            broker = await asyncio.to_thread(embedded.start_kafka, tmp_path, port=port)
+            await kafka.create_topics(own)
+            await send_commands(own, after)
+            async with running(CommandProcessor(own)):
+                await eventually(lambda: len(decided_bookings(own, showtime_id)) == 8)
+        finally:
+            await asyncio.to_thread(broker.stop)
+
+        expected = [c.booking_id for c in before + after]
+        assert decided_bookings(own, showtime_id) == expected
