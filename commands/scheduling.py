@@ -48,6 +48,10 @@ class UnknownMovieError(Exception):
     """Raised when a showtime is scheduled for a movie the catalogue does not have."""
 
 
+class ScheduleConflictError(ValueError):
+    """Raised when the auditorium already has another movie at that start time."""
+
+
 class PastStartError(ValueError):
     """Raised when a showtime is scheduled to start in the past."""
 
@@ -78,10 +82,17 @@ class Scheduler(Application):
 
         aggregate_id = showtime_id(auditorium.id, starts_at)
         try:
-            self.repository.get(aggregate_id)
-            return aggregate_id
+            existing: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            pass
+            existing = None
+        if isinstance(existing, Showtime):
+            if existing.movie_id != str(movie_id):
+                msg = (
+                    f"{auditorium.id} at {starts_at.isoformat()} already shows movie "
+                    f"{existing.movie_id} (showtime {aggregate_id})"
+                )
+                raise ScheduleConflictError(msg)
+            return aggregate_id
 
         showtime = Showtime(
             movie_id=str(movie_id),

@@ -81,7 +81,13 @@ async def book_seats(
         wheelchair_spaces=body.wheelchair_spaces,
         idempotency_key=idempotency_key,
     )
-    retry_hint = "Retry with the same Idempotency-Key, or poll Location."
+    if idempotency_key is not None:
+        retry_hint = "Retry with the same Idempotency-Key, or poll Location."
+    else:
+        retry_hint = (
+            "Poll Location to learn the outcome. A retry without an "
+            "Idempotency-Key may book twice, so send one next time."
+        )
     await send_command(resources, command, retry_hint)
     return booking_id
 

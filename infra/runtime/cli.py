@@ -111,10 +111,11 @@ def import_movies(
             f"record {ignored.index}: ignored {ignored.key} = {ignored.value} "
             "(not a usable value; left empty)"
         )
+    rejected = plural(len(report.rejected), "record")
+    ignored = plural(len(report.ignored), "value")
     console.print(
         f"{report.registered} movies registered, {report.revised} revised, "
-        f"{report.unchanged} unchanged, {len(report.rejected)} records rejected, "
-        f"{len(report.ignored)} values ignored"
+        f"{report.unchanged} unchanged, {rejected} rejected, {ignored} ignored"
     )
 
 
@@ -204,6 +205,11 @@ def worker(
 def urls(data_dir: DataDir = Path(".boxoffice")) -> None:
     """Print the service URLs of the stack running on ``data_dir``."""
     print(json.dumps(data_dir_module.read_urls(data_dir.resolve()), indent=2))
+
+
+def plural(count: int, noun: str) -> str:
+    """Return ``count`` with ``noun``, adding an "s" unless the count is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def tomorrow(zone: ZoneInfo) -> date:

@@ -31,6 +31,7 @@ from infra.runtime.data_dir import (
     check_port_free,
     write_urls,
 )
+from infra.runtime.logs import FORMAT as LOG_FORMAT
 from infra.runtime.seeding import import_catalog, sample_catalog, schedule_movies
 from infra.runtime.supervisor import (
     Child,
@@ -236,8 +237,8 @@ class LocalStack:
             report = import_catalog(url, path)
         self.console.print(
             f"Imported {report.registered} movies from {path}; "
-            f"{len(report.rejected)} records rejected "
-            "(see `boxoffice import-movies` for each reason)."
+            f"{len(report.rejected)} rejected "
+            "(`./dev import-movies` on the same file lists each reason)."
         )
         zone = ZoneInfo(settings.TIMEZONE)
         first_day = datetime.now(zone).date() + timedelta(days=1)
@@ -266,6 +267,8 @@ class LocalStack:
             "--port",
             str(settings.API_PORT),
             "--no-access-log",
+            "--log-config",
+            str(write_api_log_config(logs)),
         )
         return [*workers, Child("api", api_command, logs / "api.log")]
 
@@ -299,6 +302,28 @@ class LocalStack:
         for service in reversed(self.services):
             service.stop()
         (self.data_dir / URLS_FILE).unlink(missing_ok=True)
+
+
+def write_api_log_config(log_dir: Path) -> Path:
+    """Write the API's logging configuration: timestamped lines, like the workers'."""
+    formatter = {"format": LOG_FORMAT}
+    handler = {"class": "logging.StreamHandler", "formatter": "plain"}
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": formatter},
+        "handlers": {"stderr": handler},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
+        "loggers": {
+            "uvicorn": {"level": "INFO"},
+            "aiokafka": {"level": "WARNING"},
+            "httpx": {"level": "WARNING"},
+        },
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / "api-logging.json"
+    path.write_text(json.dumps(config, indent=2))
+    return path
 
 
 def initialise(settings: Settings) -> None:

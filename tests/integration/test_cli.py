@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from domain.movie import movie_id
 from infra.adapters.settings import Settings
 from tests.conftest import CATALOG_PATH
 
@@ -27,7 +28,7 @@ class TestImportMovies:
 
         assert first.returncode == 0, first.stderr
         assert "rejected record 3053: Title is missing (null)" in first.stderr
-        assert "3200 movies registered, 0 revised, 0 unchanged, 1 records rejected" in (
+        assert "3200 movies registered, 0 revised, 0 unchanged, 1 record rejected" in (
             first.stderr
         )
         assert second.returncode == 0, second.stderr
@@ -104,3 +105,16 @@ class TestSchedule:
 
         assert result.returncode == 2
         assert "is in the past" in result.stderr
+
+    def test_other_movie_at_same_slot_is_rejected(self, settings: Settings) -> None:
+        boxoffice(settings, "import-movies", str(CATALOG_PATH))
+        slot = ["--auditorium", "hall-1", "--starts-at", "2030-01-01T19:00:00+00:00"]
+        land_girls = "3da78366-5a0c-5ac1-acda-288c29e64313"
+        other = movie_id("Bathory", "2008-07-10")
+
+        first = boxoffice(settings, "schedule", "--movie-id", land_girls, *slot)
+        clash = boxoffice(settings, "schedule", "--movie-id", str(other), *slot)
+
+        assert first.returncode == 0, first.stderr
+        assert clash.returncode == 2
+        assert "already shows movie" in clash.stderr
