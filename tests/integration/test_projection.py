@@ -19,6 +19,7 @@ from infra.adapters.settings import Settings
 from infra.runtime.embedded import free_port
 from projections.projector import Envelope, Projector, ProjectorRunner
 from projections.views import BOOKINGS, MOVIES, SHOWTIMES
+from tests.conftest import delete_test_data
 from tests.integration.helpers import (
     booking,
     eventually,
@@ -146,8 +147,9 @@ class TestProjector:
                 lambda: (find(fresh, SHOWTIMES, showtime_id) or {}).get("version") == 4
             )
 
-        assert doc
         showtime = find(fresh, SHOWTIMES, showtime_id)
+        await asyncio.to_thread(delete_test_data, fresh)
+        assert doc
         assert showtime is not None
         assert sorted(showtime["sold"]) == ["C1", "C2", "C3"]
 
