@@ -51,9 +51,10 @@ class BookingDecider(EventSourcedProjection[UUID]):
     def decide(self, tracking_name: str, batch: CommandBatch, last_offset: int) -> None:
         """Decide a batch; store its events with ``last_offset`` as ``tracking_name``.
 
-        Raises the store's IntegrityError when that position is already stored (the
-        batch was decided before) or a showtime changed under us (another member
-        wrote it); the caller then forgets its showtimes and reads the position again.
+        Raises the store's IntegrityError when that position is already stored,
+        because the batch was decided before, or when another member changed one of
+        the showtimes. The caller then forgets its showtimes and reads the position
+        again.
         """
         tracking = Tracking(application_name=tracking_name, notification_id=last_offset)
         try:

@@ -73,7 +73,7 @@ class PartitionPositions(ConsumerRebalanceListener):
             await self.seek_to_stored(tp, end_offsets[tp])
 
     async def has_record(self, tp: TopicPartition, offset: int) -> bool:
-        """Return whether the partition still holds the record at ``offset``.
+        """Return whether the partition still contains the record at ``offset``.
 
         Tansu 0.6 reports a partition's end offset as the base offset of its last
         record batch plus one, which is below the true end after a batched send.
@@ -100,7 +100,7 @@ class PartitionPositions(ConsumerRebalanceListener):
         """Commit the stored position to Kafka, so lag tools see what is decided.
 
         A member killed between storing a batch and committing it leaves Kafka's
-        offset behind the stored one; without this, the lag would not return to 0
+        offset behind the stored one. Without this commit the lag would stay above 0
         until a new command arrives on that partition.
         """
         try:

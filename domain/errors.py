@@ -25,7 +25,7 @@ class SeatUnavailableError(BookingError):
 
 
 class TooManySeatsError(BookingError):
-    """Raised when a booking asks for more seats than one booking may hold."""
+    """Raised when a booking requests more seats than one booking may contain."""
 
     code = "too_many_seats"
 

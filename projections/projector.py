@@ -7,7 +7,7 @@ redelivery after a crash) is skipped. An event whose version jumps past the next
 one shows that events were lost on the way. The projector then reads the missing
 ones from the event store, which is the system of record.
 
-Redis holds encoded copies of the hot views. Their keys are deleted before the
+Redis keeps encoded copies of the hot views. Their keys are deleted before the
 MongoDB transaction and written again after it, so a crash in between leaves no
 stale copy, only a miss that the API serves from MongoDB.
 """

@@ -19,7 +19,6 @@ MOVIES = "movies"
 SHOWTIMES = "showtimes"
 BOOKINGS = "bookings"
 POSITIONS = "projection_positions"
-DEAD_LETTERS = "dead_letters"
 
 TicketStatus = Literal["pending", "confirmed", "rejected", "cancelled"]
 

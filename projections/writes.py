@@ -27,7 +27,3 @@ class BatchWrites:
     ) -> None:
         """Queue an update of every document that ``selector`` matches."""
         self.updates.setdefault(collection, []).append(UpdateMany(selector, update))
-
-    def is_empty(self) -> bool:
-        """Return whether the batch changes nothing."""
-        return not any(self.updates.values())

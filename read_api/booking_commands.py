@@ -61,7 +61,7 @@ async def book_seats(
         msg = f"showtime {showtime_id} not found"
         raise validation_error(("body", "showtimeId"), msg, showtime_id, "not_found")
     if showtime.starts_at <= datetime.now(UTC):
-        # The processor rejects it too; answering here saves the client a poll.
+        # The processor rejects it too; rejecting it here saves the client a poll.
         start = showtime.starts_at.isoformat()
         msg = f"showtime {showtime_id} started at {start}: bookings are closed"
         raise validation_error(("body", "showtimeId"), msg, showtime_id, "started")

@@ -1,11 +1,11 @@
 """Shared fixtures: real services, and fresh names for every test's data.
 
 PostgreSQL and Redis: the servers at 127.0.0.1:5432 (database ``test``) and
-127.0.0.1:6379 when they answer, as on the project's machines; otherwise embedded
-ones. Kafka (Tansu) and MongoDB (SecantusDB) are started once per session. Set
-``BOXOFFICE_TEST_<NAME>_URL`` to use other servers. Every test gets its own
-database, topic namespace, MongoDB database and Redis key prefix, so it never sees
-another run's data.
+127.0.0.1:6379 when they accept connections, as on the project's machines.
+Otherwise embedded ones. Kafka (Tansu) and MongoDB (SecantusDB) are started once
+per session. Set ``BOXOFFICE_TEST_<NAME>_URL`` to use other servers. Every test
+gets its own database, topic namespace, MongoDB database and Redis key prefix, so
+it never sees another run's data.
 """
 
 import os

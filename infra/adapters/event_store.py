@@ -12,7 +12,6 @@ from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import (
-    Mapper,
     Notification,
     StoredEvent,
     Tracking,
@@ -117,11 +116,6 @@ def create_tables(url: str) -> None:
     app = EventStoreReader(env=postgres_env(url, create_table=True))
     app.close()
     logger.info("event store tables are ready in %s", redact(url))
-
-
-def event_mapper(app: Application) -> Mapper:
-    """Return the mapper that turns stored events back into domain events."""
-    return app.mapper
 
 
 def stored_event(

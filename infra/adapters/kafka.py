@@ -126,7 +126,7 @@ def consumer(
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "max_poll_records": 500,
-        # Tansu holds a fetch for up to this long when no record is waiting; the
+        # Tansu keeps a fetch waiting for up to this long when no record is waiting; the
         # aiokafka default of 500 ms was measured to add about 200 ms to each hop.
         "fetch_max_wait_ms": 20,
         "session_timeout_ms": settings.KAFKA_SESSION_TIMEOUT_MS,

@@ -1,8 +1,8 @@
 """MongoDB clients for the read models.
 
 ``retryWrites`` is off because SecantusDB's single writes were measured to slow
-down fivefold with pymongo's default ``retryWrites=true``; projectors write in
-transactions and their updates are idempotent, so a failed write is retried whole.
+down fivefold with pymongo's default ``retryWrites=true``. Projectors write in
+transactions and their updates are idempotent, so they retry a failed batch whole.
 """
 
 from pymongo import AsyncMongoClient, MongoClient

@@ -111,11 +111,12 @@ def import_movies(
             f"record {ignored.index}: ignored {ignored.key} = {ignored.value} "
             "(not a usable value; left empty)"
         )
-    rejected = plural(len(report.rejected), "record")
-    ignored = plural(len(report.ignored), "value")
+    rejected_count = plural(len(report.rejected), "record")
+    ignored_count = plural(len(report.ignored), "value")
     console.print(
         f"{report.registered} movies registered, {report.revised} revised, "
-        f"{report.unchanged} unchanged, {rejected} rejected, {ignored} ignored"
+        f"{report.unchanged} unchanged, {rejected_count} rejected, "
+        f"{ignored_count} ignored"
     )
 
 

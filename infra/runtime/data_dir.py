@@ -251,6 +251,6 @@ def read_urls(data_dir: Path) -> dict[str, str]:
     if not path.exists():
         return {}
     if not data_dir_in_use(data_dir):
-        logger.info("Ignoring stale %s: no live process holds %s", path, LOCK_FILE)
+        logger.info("ignored stale %s: no live process has locked %s", path, LOCK_FILE)
         return {}
     return dict(json.loads(path.read_text()))

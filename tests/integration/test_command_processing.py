@@ -280,7 +280,7 @@ async def read_dead_letters(settings: Settings, count: int) -> list[dict]:
 
 
 def decided_count(settings: Settings, showtime_id: str) -> int:
-    """Count the stored decisions, or return -1 while the store does not answer."""
+    """Count the stored decisions, or return -1 while the store is unreachable."""
     try:
         return len(decided_bookings(settings, showtime_id))
     except PersistenceError:

@@ -18,7 +18,7 @@ from domain.showtime import Showtime, showtime_id
 pytestmark = pytest.mark.unit
 
 STARTS_AT = datetime(2025, 3, 14, 19, 30, tzinfo=UTC)
-# The decision time of every booking below, unless a test says otherwise.
+# The decision time of every booking below, unless a test passes another.
 BEFORE = STARTS_AT - timedelta(hours=1)
 MAX_SEATS = 10
 

@@ -10,11 +10,10 @@ import shutil
 import stat
 import subprocess
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from infra.runtime.embedded.process import EmbeddedServiceError, _credentials
-from infra.runtime.embedded.startup import _describe_failure
+from infra.runtime.embedded.startup import _describe_failure, mark_log
 
 logger = logging.getLogger(__name__)
 
@@ -122,10 +121,7 @@ def _init_postgres_cluster(
     )
     started = time.monotonic()
     with log_path.open("ab") as log_file:
-        log_offset = log_file.tell()
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        log_file.write(f"--- {stamp} running: {shlex.join(command)}\n".encode())
-        log_file.flush()
+        log_offset = mark_log(log_file, "running", command)
         try:
             result = subprocess.run(
                 command,

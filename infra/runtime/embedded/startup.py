@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 from infra.runtime.embedded.process import (
     HOST,
@@ -137,10 +138,7 @@ def _spawn(
     command line, as Redis does.
     """
     with log_path.open("ab") as log_file:
-        log_offset = log_file.tell()
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
-        log_file.write(f"--- {stamp} starting: {shlex.join(command)}\n".encode())
-        log_file.flush()
+        log_offset = mark_log(log_file, "starting", command)
         try:
             process = subprocess.Popen(
                 command,
@@ -264,3 +262,15 @@ def _prepare_data_dir(data_dir: Path) -> Path:
     data_dir = data_dir.resolve()
     (data_dir / "logs").mkdir(parents=True, exist_ok=True)
     return data_dir
+
+
+def mark_log(log_file: BinaryIO, action: str, command: Sequence[str]) -> int:
+    """Write a timestamped header line for ``command``; return its offset in the log.
+
+    Error messages quote the log from that offset, so they show this run only.
+    """
+    offset = log_file.tell()
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    log_file.write(f"--- {stamp} {action}: {shlex.join(command)}\n".encode())
+    log_file.flush()
+    return offset
